@@ -1,0 +1,90 @@
+"""The idempotent executor: an approved action runs once per (decision, phase).
+
+The ledger (``executions`` table, unique on decision and phase) is checked
+before acting and written after. With the built-in ledger executor the row *is*
+the action, so exactly-once holds outright. With the HTTP executor the target
+receives ``Idempotency-Key: <decision_id>:<phase>``; a crash after the target
+acted but before the row was written makes Temporal retry the POST with the
+same key, so the action is not repeated where the target honours the key. A
+target that ignores the key may see that one request twice: at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+from sqlalchemy.engine import Engine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from hitl import metrics
+from hitl.errors import EXECUTION_REJECTED_TYPE
+from hitl.payloads import ExecuteInput, ExecutionResult
+from hitl.settings import Settings
+from hitl.store import ExecutionRow, find_execution, record_execution, session_scope
+
+
+def _result(row: ExecutionRow, *, deduplicated: bool, data: ExecuteInput) -> ExecutionResult:
+    return ExecutionResult(
+        decision_id=row.decision_id, phase=data.phase, executor=row.executor,
+        deduplicated=deduplicated, status_code=row.status_code, executed_at=row.executed_at,
+    )
+
+
+class ExecutorActivities:
+    def __init__(self, *, engine: Engine, client: httpx.AsyncClient, settings: Settings) -> None:
+        self._engine = engine
+        self._client = client
+        self._settings = settings
+
+    def _find(self, data: ExecuteInput) -> ExecutionRow | None:
+        with session_scope(self._engine) as session:
+            return find_execution(
+                session=session, decision_id=data.decision_id, phase=data.phase.value)
+
+    def _record(self, row: ExecutionRow) -> tuple[ExecutionRow, bool]:
+        with session_scope(self._engine) as session:
+            return record_execution(session=session, execution=row)
+
+    async def _post(self, data: ExecuteInput, url: str) -> int:
+        body = {
+            "decision_id": data.decision_id, "phase": data.phase.value,
+            "action": data.action.model_dump(mode="json", exclude={"target_url"}),
+            "output": data.output, "may_be_revised": data.may_be_revised,
+        }
+        response = await self._client.post(
+            url, json=body, headers={"Idempotency-Key": data.idempotency_key},
+            timeout=self._settings.executor_timeout_seconds,
+        )
+        # Redirects are not followed (a misconfigured target); 4xx other than timeouts,
+        # conflicts and rate limits will not improve by retrying.
+        if 300 <= response.status_code < 500 and response.status_code not in (408, 409, 429):
+            raise ApplicationError(
+                f"action target refused {data.idempotency_key}: HTTP {response.status_code}",
+                type=EXECUTION_REJECTED_TYPE, non_retryable=True,
+            )
+        if response.status_code >= 300:
+            raise RuntimeError(f"action target answered HTTP {response.status_code}")
+        return response.status_code
+
+    @activity.defn(name="execute_action")
+    async def execute_action(self, data: ExecuteInput) -> ExecutionResult:
+        existing = await asyncio.to_thread(self._find, data)
+        if existing is not None:
+            metrics.count(activity.metric_meter(), metrics.EXECUTOR_DEDUP,
+                          {"phase": data.phase.value})
+            activity.logger.info("execution deduplicated", extra={
+                "decision_id": data.decision_id, "phase": data.phase.value})
+            return _result(existing, deduplicated=True, data=data)
+        url = data.action.target_url
+        status_code = await self._post(data, url) if url else None
+        row = ExecutionRow(
+            decision_id=data.decision_id, phase=data.phase.value,
+            executor="http" if url else "ledger", action_type=data.action.type,
+            idempotency_key=data.idempotency_key, target_url=url, status_code=status_code,
+            output=data.output, params_json=json.dumps(data.action.params, sort_keys=True),
+        )
+        saved, inserted = await asyncio.to_thread(self._record, row)
+        return _result(saved, deduplicated=not inserted, data=data)

@@ -1,0 +1,73 @@
+"""What the routes depend on, built once per app and held on ``app.state``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+from sqlalchemy.engine import Engine
+
+from hitl.api.queue import QueueSource
+from hitl.client import HitlClient
+from hitl.request import DecisionRequest
+
+if TYPE_CHECKING:
+    from hitl.api.auth import SessionStore
+
+REQUEST_CACHE_SIZE = 2048
+
+
+@dataclass
+class Services:
+    hitl: HitlClient
+    engine: Engine
+    queue: QueueSource
+    sessions: SessionStore
+    # Requests never change once submitted: cache them for a reviewer paging back and forth.
+    requests: dict[str, DecisionRequest] = field(default_factory=dict)
+
+    def remember(self, request: DecisionRequest) -> None:
+        if len(self.requests) >= REQUEST_CACHE_SIZE:
+            self.requests.pop(next(iter(self.requests)))
+        self.requests[request.decision_id] = request
+
+
+def get_services(request: Request) -> Services:
+    return cast(Services, request.app.state.services)
+
+
+def strict_body(model: type[BaseModel]) -> Any:
+    """A route dependency that refuses a JSON body unless its types are the schema's.
+
+    FastAPI validates bodies in pydantic's lax mode, which reads ``0`` and ``"no"``
+    as ``false`` and ``"0.9"`` as a number: input the OpenAPI schema calls invalid
+    would be accepted. This validates the same bytes as JSON in strict mode first, so
+    such a body is a 422 naming the field (``body.context.is_new_user``).
+    """
+
+    async def check(request: Request) -> None:
+        body = await request.body()
+        if not body:  # FastAPI's own "Field required" says it better
+            return
+        try:
+            model.model_validate_json(body, strict=True)
+        except ValidationError as exc:
+            errors = [{**error, "loc": ("body", *error["loc"])}
+                      for error in exc.errors(include_url=False) if not _whole(error)]
+            if errors:
+                raise RequestValidationError(errors) from exc
+
+    checker: Callable[[Request], Awaitable[None]] = check
+    return Depends(checker)
+
+
+def _whole(error: ErrorDetails) -> bool:
+    """``1.0`` where an integer is due: JSON Schema calls it an integer, strict pydantic
+    does not. Left to FastAPI's lax validation, which reads it as ``1``."""
+    value = error["input"]
+    return error["type"] == "int_type" and isinstance(value, float) and value.is_integer()

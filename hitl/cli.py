@@ -1,0 +1,426 @@
+"""``hitl``: run the stack, submit decisions, review them, inspect the queue.
+
+Exit codes: 0 success, 2 bad input or an unknown/closed/conflicting decision
+(one line on stderr, nothing written), 1 anything else (Temporal unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from hitl.errors import HitlError, InputError
+from hitl.request import DecisionRequest
+from hitl.review import ApproveInput, RejectInput
+from hitl.settings import Settings
+
+if TYPE_CHECKING:
+    from hitl.client import QueueItem
+
+EXIT_BAD_INPUT = 2
+
+
+def _emit(value: BaseModel | list[Any] | dict[str, Any], as_json: bool, text: str) -> None:
+    if as_json:
+        if isinstance(value, BaseModel):
+            print(value.model_dump_json(indent=2))
+        else:
+            print(json.dumps(value, indent=2, default=str))
+    else:
+        print(text)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(root)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{field}: {first['msg']}{more}"
+
+
+def _read_request(source: str) -> DecisionRequest:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        raise InputError(f"{source}: {exc.strerror}", field="file") from exc
+    try:
+        return DecisionRequest.model_validate_json(text)
+    except ValidationError as exc:
+        raise InputError(f"invalid decision request: {_validation_message(exc)}") from exc
+
+
+# ------------------------------------------------------------------ commands
+
+async def _submit(args: argparse.Namespace, settings: Settings) -> None:
+    from hitl.client import HitlClient
+
+    request = _read_request(args.file)
+    hitl = await HitlClient.connect(settings)
+    submission = await hitl.submit(request)
+    if args.wait:
+        state = await hitl.wait(request.decision_id, timeout=args.timeout)
+    else:
+        state = await hitl.status(request.decision_id)
+        for _ in range(50):  # screening takes milliseconds; show the zone when known
+            if state.zone is not None:
+                break
+            await asyncio.sleep(0.1)
+            state = await hitl.status(request.decision_id)
+    attached = " (already submitted)" if submission.attached else ""
+    _emit(state, args.json, f"{state.decision_id}\tzone={state.zone.value if state.zone else '-'}"
+          f"\tstatus={state.status.value}{attached}")
+
+
+async def _status(args: argparse.Namespace, settings: Settings) -> None:
+    from hitl.client import HitlClient
+
+    state = await (await HitlClient.connect(settings)).status(args.decision_id)
+    lines = [f"decision   {state.decision_id} ({state.task_type})",
+             f"status     {state.status.value}",
+             f"zone       {state.zone.value if state.zone else '-'}   risk "
+             f"{state.risk.value if state.risk else '-'}   confidence {state.confidence:.3f}"]
+    if state.routing:
+        lines += [f"why        {reason}" for reason in state.routing.reasons]
+    if state.sla_deadline:
+        lines.append(f"sla        {state.sla_deadline.isoformat()}"
+                     + ("  OVERDUE" if state.overdue else ""))
+    lines += [f"review     {r.verdict.value} by {r.reviewer}: {r.reason}"
+              + ("" if r.accepted else f"  [refused: {r.refusal}]") for r in state.reviews]
+    lines += [f"delivery   {d.phase.value} via {d.executor} at {d.at.isoformat()}"
+              for d in state.deliveries]
+    _emit(state, args.json, "\n".join(lines))
+
+
+async def _approve(args: argparse.Namespace, settings: Settings) -> None:
+    from hitl.client import HitlClient
+
+    review = _model(ApproveInput, reviewer=args.reviewer, reason=args.reason,
+                    output=args.output, flag_for_monitoring=args.flag,
+                    request_id=args.request_id or str(uuid.uuid4()))
+    ack = await (await HitlClient.connect(settings)).approve(args.decision_id, review)
+    _emit(ack, args.json, f"{args.decision_id}\t{ack.message}")
+
+
+async def _reject(args: argparse.Namespace, settings: Settings) -> None:
+    from hitl.client import HitlClient
+
+    review = _model(RejectInput, reviewer=args.reviewer, reason=args.reason,
+                    correct_answer=args.correct, error_category=args.category,
+                    request_id=args.request_id or str(uuid.uuid4()))
+    ack = await (await HitlClient.connect(settings)).reject(args.decision_id, review)
+    _emit(ack, args.json, f"{args.decision_id}\t{ack.message}")
+
+
+async def _queue(args: argparse.Namespace, settings: Settings) -> None:
+    if args.source == "temporal":
+        from hitl.client import HitlClient
+
+        items = await (await HitlClient.connect(settings)).pending(
+            zone=args.zone, risk=args.risk, task_type=args.task_type, limit=args.limit)
+    else:
+        items = await asyncio.to_thread(_queue_from_store, args, settings)
+    rows = [f"{'decision':<28}{'task type':<24}{'zone':<11}{'risk':<10}{'conf':>6}  sla"]
+    for item in items:
+        sla = item.sla_deadline.strftime("%H:%M:%S") if item.sla_deadline else "-"
+        rows.append(f"{item.decision_id:<28}{item.task_type or '-':<24}{item.zone or '-':<11}"
+                    f"{item.risk or '-':<10}{item.confidence or 0:>6.2f}  {sla}"
+                    + ("  OVERDUE" if item.overdue else "")
+                    + ("  provisional" if item.status == "provisional" else ""))
+    _emit([i.model_dump(mode="json") for i in items], args.json,
+          "\n".join(rows) + f"\n{len(items)} waiting")
+
+
+def _queue_from_store(args: argparse.Namespace, settings: Settings) -> list[QueueItem]:
+    """The ``review_queue`` table the workflow keeps current: one indexed query
+    a page (milliseconds at 10,000 pending, where visibility takes seconds)."""
+    from sqlmodel import Session
+
+    from hitl.review_queue import as_queue_item, waiting_page
+    from hitl.store import init_store, make_engine
+
+    engine = make_engine(settings.resolved_database_url())
+    init_store(engine)
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        rows, _total = waiting_page(session=session, now=now, zone=args.zone, risk=args.risk,
+                                    task_type=args.task_type, limit=args.limit)
+    return [as_queue_item(row, now) for row in rows]
+
+
+async def _worker(args: argparse.Namespace, settings: Settings) -> None:
+    from hitl.logs import configure_logging
+    from worker.main import run_worker
+
+    configure_logging()
+    await run_worker(settings)
+
+
+async def _up(args: argparse.Namespace, settings: Settings) -> None:
+    from hitl.cli_up import run_up
+
+    await run_up(settings, temporal_port=args.temporal_port, ui_port=args.ui_port,
+                 demo=args.demo, demo_count=args.demo_count, demo_interval=args.demo_interval,
+                 api_port=args.api_port)
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    try:
+        from hitl.api.server import run_server
+    except ImportError as exc:
+        raise HitlError(f"hitl serve needs the api extra: pip install 'hitl[api]' ({exc})"
+                        ) from exc
+    from hitl.logs import configure_logging
+
+    configure_logging()
+    await run_server(settings, host=args.host, port=args.port, on_ready=lambda url: print(
+        f"hitl API and review page on {url}  (OpenAPI: {url}/openapi.json)", flush=True))
+
+
+async def _policy(args: argparse.Namespace, settings: Settings) -> None:
+    from hitl.policy import load_policy
+
+    policy = load_policy(Path(args.file) if args.file else settings.policy)
+    _emit(policy.model_dump(mode="json"), args.json, f"ok\t{policy.full_version}")
+
+
+async def _reviewers(args: argparse.Namespace, settings: Settings) -> None:
+    from sqlmodel import Session
+
+    from hitl import reviewers
+    from hitl.store import init_store, make_engine
+
+    engine = make_engine(settings.resolved_database_url())
+    init_store(engine)
+    with Session(engine) as session:
+        if args.action == "add":
+            risks = reviewers.parse_risks(args.risks)
+            reviewer, token = reviewers.add_reviewer(session=session, name=args.name, risks=risks)
+            _emit({"name": reviewer.name, "risks": reviewer.risks, "token": token}, args.json,
+                  f"{reviewer.name}\trisks={reviewer.risks}\ttoken={token}\n"
+                  "(the token is shown once; it is stored only as a hash)")
+        elif args.action in ("disable", "enable"):
+            reviewer = reviewers.set_active(session=session, name=args.name,
+                                            active=args.action == "enable")
+            _emit({"name": reviewer.name, "active": reviewer.active}, args.json,
+                  f"{reviewer.name}\tactive={reviewer.active}")
+        else:
+            rows = reviewers.list_reviewers(session=session)
+            _emit([{"name": r.name, "risks": r.risks, "active": r.active} for r in rows],
+                  args.json, "\n".join(f"{r.name}\t{r.risks}\t{'active' if r.active else 'off'}"
+                                        for r in rows) or "no reviewers")
+
+
+async def _audits(args: argparse.Namespace, settings: Settings) -> None:
+    from sqlmodel import Session
+
+    from hitl import audits
+    from hitl.enums import ErrorCategory, Verdict
+    from hitl.store import init_store, make_engine
+
+    engine = make_engine(settings.resolved_database_url())
+    init_store(engine)
+    with Session(engine) as session:
+        if args.action == "pending":
+            rows = audits.pending_audits(session=session, limit=args.limit)
+            _emit([r.model_dump(mode="json") for r in rows], args.json,
+                  "\n".join(f"{r.decision_id}\t{r.task_type}\t{r.risk}\t{r.confidence:.2f}"
+                            for r in rows) or "no sampled audits waiting")
+            return
+        try:
+            verdict = Verdict(args.verdict)
+            category = ErrorCategory(args.category) if args.category else None
+        except ValueError as exc:
+            raise InputError(f"{exc}", field="verdict") from None
+        row = audits.record_audit_verdict(session=session, decision_id=args.decision_id,
+                                          reviewer=args.reviewer, verdict=verdict,
+                                          error_category=category)
+        _emit(row.model_dump(mode="json"), args.json,
+              f"{row.decision_id}\taudit {row.verdict} by {row.reviewer}")
+
+
+def _model(cls: type[BaseModel], **values: Any) -> Any:
+    try:
+        return cls.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        raise InputError(_validation_message(exc)) from exc
+
+
+# -------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hitl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start Temporal (dev server), the worker and a demo stream")
+    up.add_argument("--temporal-port", type=int, default=7233)
+    up.add_argument("--ui-port", type=int, default=8233)
+    up.add_argument("--demo", action=argparse.BooleanOptionalAction, default=False,
+                    help="submit a stream of realistic demo decisions")
+    up.add_argument("--demo-count", type=int, default=40)
+    up.add_argument("--demo-interval", type=float, default=0.5)
+    up.add_argument("--api-port", type=int, default=8000,
+                    help="port of the HTTP API and review page on 127.0.0.1")
+    up.set_defaults(run=_up)
+
+    serve = sub.add_parser("serve", help="run the HTTP API and the review page")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+
+    sub.add_parser("worker", help="run a worker against HITL_TEMPORAL_ADDRESS").set_defaults(
+        run=_worker)
+
+    submit = sub.add_parser("submit", help="submit a decision request (JSON file or -)")
+    submit.add_argument("file")
+    submit.add_argument("--wait", action="store_true", help="wait for the outcome")
+    submit.add_argument("--timeout", type=float, default=None)
+    submit.set_defaults(run=_submit, json_flag=True)
+
+    status = sub.add_parser("status", help="a decision's full state")
+    status.add_argument("decision_id")
+    status.set_defaults(run=_status)
+
+    approve = sub.add_parser("approve", help="approve a decision (optionally edited)")
+    approve.add_argument("decision_id")
+    approve.add_argument("--reviewer", required=True)
+    approve.add_argument("--reason", default="")
+    approve.add_argument("--output", help="edited output to deliver instead")
+    approve.add_argument("--flag", action="store_true", help="let through, flag for monitoring")
+    approve.add_argument("--request-id")
+    approve.set_defaults(run=_approve)
+
+    reject = sub.add_parser("reject", help="reject a decision with feedback")
+    reject.add_argument("decision_id")
+    reject.add_argument("--reviewer", required=True)
+    reject.add_argument("--reason", required=True)
+    reject.add_argument("--correct", help="the correct answer")
+    reject.add_argument("--category", default="other", help="error category")
+    reject.add_argument("--request-id")
+    reject.set_defaults(run=_reject)
+
+    queue = sub.add_parser("queue", help="decisions waiting for review, most urgent first")
+    queue.add_argument("--zone")
+    queue.add_argument("--risk")
+    queue.add_argument("--task-type")
+    queue.add_argument("--limit", type=int, default=100)
+    queue.add_argument("--source", choices=("store", "temporal"), default="store",
+                       help="the store's review_queue table (fast; default) or Temporal "
+                            "visibility (search attributes; reads every match)")
+    queue.set_defaults(run=_queue)
+
+    reviewers = sub.add_parser("reviewers", help="manage reviewers and their roles")
+    reviewers_sub = reviewers.add_subparsers(dest="action", required=True)
+    add = reviewers_sub.add_parser("add", help="create a reviewer; prints its token once")
+    add.add_argument("name")
+    add.add_argument("--risks", default="low,medium",
+                     help="risk levels this reviewer may decide: e.g. low,medium,high or all")
+    toggles = [reviewers_sub.add_parser(action) for action in ("disable", "enable")]
+    for toggle in toggles:
+        toggle.add_argument("name")
+    listing = reviewers_sub.add_parser("list")
+    reviewers.set_defaults(run=_reviewers)
+
+    audits = sub.add_parser("audits", help="after-the-fact review of sampled AUTO_AUDIT decisions")
+    audits_sub = audits.add_subparsers(dest="action", required=True)
+    audit_pending = audits_sub.add_parser("pending", help="sampled audits waiting for a verdict")
+    audit_pending.add_argument("--limit", type=int, default=100)
+    audit_review = audits_sub.add_parser("review", help="record an auditor's verdict")
+    audit_review.add_argument("decision_id")
+    audit_review.add_argument("--reviewer", required=True)
+    audit_review.add_argument("--verdict", required=True, choices=["approve", "reject"])
+    audit_review.add_argument("--category", help="error category (required for reject)")
+    audits.set_defaults(run=_audits)
+    # Listed for --help only: main() hands "audit" to hitl.cli_audit before parsing.
+    sub.add_parser("audit", help="verify the audit trail's hash chains: hitl audit verify")
+
+    # Listed for --help only: main() hands "schedule" to hitl.cli_schedule before parsing.
+    sub.add_parser("schedule", help="the recalibration schedule: ensure | trigger | status")
+    policy = sub.add_parser("policy", help="validate a policy file (built-in when omitted); "
+                            "hitl policy versions|show|activate|rollback manage stored versions",
+                            description="Validate a policy file. Stored versions: hitl policy "
+                            "check|versions|show|propose|activate|reject|rollback (each with "
+                            "--help).")
+    policy.add_argument("file", nargs="?")
+    policy.set_defaults(run=_policy)
+
+    for command in (submit, status, approve, reject, queue, policy, add, listing, *toggles,
+                    audit_pending, audit_review):
+        command.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["calibrate"]:
+        from hitl.cli_calibrate import run_calibrate
+
+        return run_calibrate(argv[1:])
+    if argv[:1] == ["metrics"]:
+        from hitl.cli_metrics import run_metrics
+
+        return run_metrics(argv[1:])
+    if argv[:1] == ["audit"]:
+        from hitl.cli_audit import run_audit
+
+        return run_audit(argv[1:])
+    if argv[:1] == ["export"]:
+        from hitl.cli_export import run_export
+
+        return run_export(argv[1:])
+    if argv[:1] == ["schedule"]:
+        from hitl.cli_schedule import run_schedule
+
+        return run_schedule(argv[1:])
+    if argv[:1] == ["policy"] and argv[1:2] and argv[1] in ("check", "versions", "show",
+                                                            "propose", "activate", "reject",
+                                                            "rollback"):
+        from hitl.cli_policy import run_policy
+
+        return run_policy(argv[1:])
+    if argv[:1] == ["bench"]:
+        from hitl.bench.cli import run_bench
+
+        return run_bench(argv[1:])
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "json"):
+        args.json = False
+    try:
+        settings = Settings()
+        runner: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, None]] = args.run
+        asyncio.run(runner(args, settings))
+    except (HitlError, ValidationError) as exc:
+        message = _validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
+        print(f"hitl: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT if not isinstance(exc, HitlError) or _is_input(exc) else 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _is_input(exc: HitlError) -> bool:
+    from hitl.errors import DecisionClosed, DecisionConflict, DecisionNotFound
+
+    return isinstance(exc, InputError | DecisionNotFound | DecisionConflict | DecisionClosed)
+
+
+def entry() -> None:
+    """Console entry point. Exits with ``os._exit`` after flushing: the Temporal
+    core runtime can abort during interpreter finalization after a failed
+    connection, which would turn a clean exit code into 134."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,201 @@
+"""Payload encryption: AES-256-GCM, so Temporal's server and its database hold only ciphertext.
+
+A decision's output, context, reviews and results travel as Temporal payloads
+and are stored in its history. With ``HITL_CODEC_KEYS`` set, every client and
+worker built by ``hitl.connection`` encrypts each payload before it leaves the
+process and decrypts it on the way in; the server never holds a key.
+
+Format of an encrypted payload:
+
+- metadata ``encoding`` = ``binary/encrypted`` and ``encryption-key-id`` = the key's ID;
+- data = a random 96-bit nonce, then the AES-GCM ciphertext and tag of the original
+  payload (metadata and data, protobuf-serialized), authenticated together with the
+  key ID, so a payload re-labelled with another key ID fails its tag check.
+
+Rotation: new payloads are encrypted with the current key (``HITL_CODEC_KEY_ID``);
+decryption picks the key named in the payload, so every key still listed in
+``HITL_CODEC_KEYS`` keeps old histories readable. Remove a key only once no
+retained history was written with it.
+
+Payloads without the encrypted encoding pass through ``decode`` unchanged: histories
+written before encryption was switched on stay readable, and so does a signal sent
+in clear by a tool without the codec (``temporal workflow signal``). Anything that
+claims to be encrypted but cannot be decrypted raises, never decodes to garbage.
+
+Search attributes are not payloads and are not encrypted: the UI and the queue
+filter on them, so they hold only task type, risk, zone, status, confidence, SLA
+deadline and priority, never a decision's content.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import PayloadCodec
+
+from hitl.errors import HitlError, InputError
+
+if TYPE_CHECKING:
+    from hitl.settings import Settings
+
+ENCODING = b"binary/encrypted"
+KEY_ID_METADATA = "encryption-key-id"
+KEY_BYTES = 32  # AES-256
+NONCE_BYTES = 12  # 96 bits, GCM's native nonce size
+KEYS_SETTING = "HITL_CODEC_KEYS"
+KEY_ID_SETTING = "HITL_CODEC_KEY_ID"
+_KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class CodecError(HitlError):
+    """An encrypted payload that cannot be decrypted; nothing is returned for it."""
+
+
+class UnknownKeyId(CodecError):
+    """The payload names a key that is not configured (removed too early, or another
+    deployment's)."""
+
+
+class PayloadTampered(CodecError):
+    """The tag check failed: wrong key material under that ID, or altered ciphertext."""
+
+
+class CodecKeyError(InputError, ValueError):
+    """``HITL_CODEC_KEYS`` / ``HITL_CODEC_KEY_ID`` do not validate. Messages name the
+    setting and the key ID, never key material."""
+
+
+def generate_key() -> str:
+    """A new random 256-bit key, base64 (for ``HITL_CODEC_KEYS``: ``id=<this>``)."""
+    return base64.b64encode(AESGCM.generate_key(bit_length=KEY_BYTES * 8)).decode()
+
+
+def parse_keys(text: str) -> dict[str, bytes]:
+    """``id=base64key[,id=base64key...]`` as ``{key ID: 32-byte key}``."""
+    keys: dict[str, bytes] = {}
+    for position, item in enumerate((part.strip() for part in text.split(",")), start=1):
+        if not item:
+            continue
+        key_id, sep, encoded = item.partition("=")
+        key_id = key_id.strip()
+        if not sep or not _KEY_ID.match(key_id):
+            raise CodecKeyError(
+                f"{KEYS_SETTING}: entry {position} must be id=base64key with an ID of "
+                "letters, digits, '.', '_' or '-' (at most 64)", field="codec_keys")
+        if key_id in keys:
+            raise CodecKeyError(f"{KEYS_SETTING}: key ID {key_id!r} appears twice",
+                                field="codec_keys")
+        keys[key_id] = _decode_key(key_id, encoded.strip())
+    if not keys:
+        raise CodecKeyError(f"{KEYS_SETTING}: no keys (expected id=base64key[,...])",
+                            field="codec_keys")
+    return keys
+
+
+def _decode_key(key_id: str, encoded: str) -> bytes:
+    # Standard or URL-safe alphabet, padding optional: whatever a key tool printed.
+    normalized = encoded.replace("-", "+").replace("_", "/")
+    normalized += "=" * (-len(normalized) % 4)
+    try:
+        key = base64.b64decode(normalized, validate=True)
+    except (binascii.Error, ValueError):
+        raise CodecKeyError(f"{KEYS_SETTING}: key {key_id!r} is not valid base64",
+                            field="codec_keys") from None
+    if len(key) != KEY_BYTES:
+        raise CodecKeyError(
+            f"{KEYS_SETTING}: key {key_id!r} is {len(key) * 8} bits; AES-256 needs "
+            f"{KEY_BYTES * 8} (generate one with hitl.codec.generate_key())",
+            field="codec_keys")
+    return key
+
+
+class EncryptionCodec(PayloadCodec):
+    """AES-GCM over whole payloads; encrypts with one key, decrypts with any known one."""
+
+    def __init__(self, keys: Mapping[str, bytes], *, current_key_id: str) -> None:
+        if current_key_id not in keys:
+            known = ", ".join(sorted(keys)) or "none"
+            raise CodecKeyError(f"{KEY_ID_SETTING}: {current_key_id!r} is not among the keys "
+                                f"in {KEYS_SETTING} ({known})", field="codec_key_id")
+        for key_id, key in keys.items():
+            if len(key) != KEY_BYTES:
+                raise CodecKeyError(f"{KEYS_SETTING}: key {key_id!r} must be {KEY_BYTES} bytes",
+                                    field="codec_keys")
+        self.current_key_id = current_key_id
+        self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(self._ciphers)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self.encrypt(payload) for payload in payloads]
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self.decrypt(payload) for payload in payloads]
+
+    def encrypt(self, payload: Payload) -> Payload:
+        key_id = self.current_key_id
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._ciphers[key_id].encrypt(
+            nonce, payload.SerializeToString(deterministic=True), _associated_data(key_id))
+        return Payload(metadata={"encoding": ENCODING, KEY_ID_METADATA: key_id.encode()},
+                       data=nonce + sealed)
+
+    def decrypt(self, payload: Payload) -> Payload:
+        """The original payload; unencrypted ones are returned as they are."""
+        if payload.metadata.get("encoding") != ENCODING:
+            return payload
+        key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode(errors="replace")
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise UnknownKeyId(
+                f"payload encrypted with key {key_id!r}, which is not in {KEYS_SETTING} "
+                f"(configured: {', '.join(self._ciphers)})")
+        nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+        try:
+            plain = cipher.decrypt(nonce, sealed, _associated_data(key_id))
+        except InvalidTag:
+            raise PayloadTampered(
+                f"payload encrypted with key {key_id!r} failed its integrity check "
+                "(altered, or a different key under that ID)") from None
+        try:
+            return Payload.FromString(plain)
+        except DecodeError:  # authentic but not a payload: only a foreign writer does this
+            raise PayloadTampered(
+                f"payload encrypted with key {key_id!r} does not hold a payload") from None
+
+
+def _associated_data(key_id: str) -> bytes:
+    return ENCODING + b"/" + key_id.encode()
+
+
+def codec_from_settings(settings: Settings) -> EncryptionCodec | None:
+    """The codec ``settings`` configure, or None when ``HITL_CODEC_KEYS`` is unset.
+
+    ``HITL_CODEC_KEY_ID`` may be left out when there is a single key. Raises
+    ``CodecKeyError`` naming the setting; validated here rather than in ``Settings``
+    because pydantic echoes a failing field's raw input, which would print the keys.
+    """
+    if settings.codec_keys is None:
+        if settings.codec_key_id is not None:
+            raise CodecKeyError(f"{KEY_ID_SETTING} is set but {KEYS_SETTING} is not",
+                                field="codec_keys")
+        return None
+    keys = parse_keys(settings.codec_keys.get_secret_value())
+    current = settings.codec_key_id
+    if current is None:
+        if len(keys) > 1:
+            raise CodecKeyError(f"{KEY_ID_SETTING}: required when {KEYS_SETTING} holds "
+                                f"several keys ({', '.join(keys)})", field="codec_key_id")
+        current = next(iter(keys))
+    return EncryptionCodec(keys, current_key_id=current)

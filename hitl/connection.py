@@ -1,0 +1,54 @@
+"""The one way to reach Temporal: same data converter for worker, CLI, API and tests."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+
+from hitl.codec import codec_from_settings
+from hitl.errors import TemporalUnavailable
+from hitl.settings import Settings
+from hitl.telemetry import runtime_for
+
+
+def data_converter(settings: Settings | None = None) -> DataConverter:
+    """Pydantic models as payloads, AES-GCM encrypted when ``settings`` configure
+    ``HITL_CODEC_KEYS`` (``hitl.codec``); with no settings, in clear.
+
+    With encryption on, failure messages and stack traces are moved into an encoded
+    payload too (``encode_common_attributes``): they can quote decision content (a
+    validation error echoes its input, a refusal names the reviewer), and the server
+    then shows "Encoded failure" while every client with the keys reads the message.
+    Failure types stay in clear, so callers still map errors by type.
+    """
+    codec = codec_from_settings(settings) if settings is not None else None
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(
+        pydantic_data_converter, payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
+
+
+async def connect(settings: Settings, *, export_metrics: bool = False) -> Client:
+    """A client for ``settings``; ``TemporalUnavailable`` if nothing answers.
+
+    Only a worker process exports metrics (``export_metrics``): a CLI call with the
+    same environment must not try to bind the worker's metrics port.
+    """
+    try:
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.namespace,
+            data_converter=data_converter(settings),
+            runtime=runtime_for(settings.metrics_address) if export_metrics else None,
+            api_key=(settings.temporal_api_key.get_secret_value()
+                     if settings.temporal_api_key else None),
+            tls=settings.temporal_tls or settings.temporal_api_key is not None,
+        )
+    except RuntimeError as exc:
+        raise TemporalUnavailable(
+            f"cannot reach Temporal at {settings.temporal_address} "
+            "(is `hitl up` running, or HITL_TEMPORAL_ADDRESS set?)") from exc

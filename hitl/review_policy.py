@@ -1,0 +1,87 @@
+"""Whether the workflow accepts a reviewer action: pure, so it is tested alone.
+
+Order matters only for the message a refused reviewer sees; every refusal is
+recorded and changes nothing.
+"""
+
+from __future__ import annotations
+
+from hitl.enums import Verdict
+from hitl.state import DecisionState
+
+
+def review_refusal(*, state: DecisionState, verdict: Verdict, reviewer: str,
+                   requester: str | None, decided: bool,
+                   authorization: str | None) -> str | None:
+    """The reason to refuse this action, or None to accept it.
+
+    Args:
+        decided: a final verdict was already taken.
+        authorization: the reviewer registry's refusal (unknown, disabled,
+            wrong role), None when the reviewer may decide this risk.
+    """
+    if decided or not state.status.is_open:
+        return f"decision {state.decision_id} is already decided ({state.status.value})"
+    if state.zone is not None and not state.zone.needs_review:
+        return (f"decision {state.decision_id} was routed {state.zone.value} and is not "
+                "waiting for review")
+    if authorization is not None:
+        return authorization
+    if state.blind_review and any(r.accepted and r.blind and r.attempt == state.attempt
+                                  and r.reviewer == reviewer for r in state.reviews):
+        return (f"{reviewer} already gave a verdict; a blind double review needs "
+                f"{state.approvals_required} distinct reviewers")
+    if verdict is Verdict.APPROVE:
+        if requester is not None and reviewer == requester:
+            return f"{reviewer} requested this decision and cannot approve it"
+        if reviewer in state.approved_by:
+            return (f"{reviewer} already approved; {state.approvals_required} distinct "
+                    "approvers are needed")
+    return None
+
+
+def blind_view(state: DecisionState, *, decided: bool) -> DecisionState:
+    """``state`` as anyone but the workflow may see it.
+
+    While a blind double review collects its verdicts, the reviews of the output
+    under review (accepted or refused, with reasons and answers) and the approvals
+    so far are withheld, so a second reviewer cannot anchor on the first; only
+    their count shows. Everything is shown once the verdicts are all in.
+    """
+    if not state.blind_review or decided or not state.status.is_open:
+        return state
+    hidden = [r for r in state.reviews if r.attempt == state.attempt]
+    if not hidden and not state.approved_by:
+        return state
+    return state.model_copy(update={
+        "reviews": [r for r in state.reviews if r.attempt != state.attempt],
+        "approved_by": [], "hidden_reviews": len(hidden)})
+
+
+def render_details(step: str, state: DecisionState) -> str:
+    """Markdown for the Temporal UI's current details: where the decision is and why."""
+    lines = [f"**{step}**", "",
+             f"- status: `{state.status.value}`",
+             f"- zone: `{state.zone.value if state.zone else '-'}` · "
+             f"risk: `{state.risk.value if state.risk else '-'}` · "
+             f"confidence: {state.confidence:.3f}"]
+    if state.policy_version:
+        lines.append(f"- policy: `{state.policy_version}`")
+    if state.rules is not None:
+        failures = ", ".join(f.rule for f in state.rules.failures) or "all passed"
+        lines.append(f"- rules: {failures}")
+    if state.judge is not None:
+        lines.append(f"- judge: {state.judge.status.value}")
+    if state.approvals_required > 1:
+        lines.append(f"- approvals: {len(state.approved_by)} of {state.approvals_required}")
+    if state.sla_deadline is not None:
+        lines.append(f"- SLA deadline: {state.sla_deadline.isoformat()}"
+                     + (" (overdue)" if state.overdue else ""))
+    if state.hidden_reviews:  # ``state`` is the blind view: say that verdicts are in, not which
+        lines.append(f"- blind double review: {state.hidden_reviews} verdict(s) in, "
+                     "withheld until all are")
+    if state.reviews:
+        last = state.reviews[-1]
+        lines.append(f"- last review: {last.verdict.value} by {last.reviewer}"
+                     + ("" if last.accepted else f" (refused: {last.refusal})"))
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""The cheap first layer of the cascade: deterministic checks on the request.
+
+Pure and fast (compiled once per policy), so it can run as a local activity on
+every decision and be benchmarked as a plain function. Each check reports a
+finding, passed or not, so reviewers see which rule fired and why.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from hitl.cascade import RuleFinding
+from hitl.policy import Policy, RulesConfig
+from hitl.request import DecisionRequest
+
+_SNIPPET = 60
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    config: RulesConfig
+    banned: re.Pattern[str] | None
+    injections: tuple[re.Pattern[str], ...]
+
+
+_compiled: dict[int, CompiledRules] = {}
+
+
+def compile_rules(config: RulesConfig) -> CompiledRules:
+    """Regexes compiled once per rules configuration object.
+
+    Keyed by identity (a config holds lists, so it is not hashable) and checked
+    by identity, so a recycled id never returns another config's rules.
+    """
+    cached = _compiled.get(id(config))
+    if cached is not None and cached.config is config:
+        return cached
+    if len(_compiled) > 32:
+        _compiled.clear()
+    _compiled[id(config)] = compiled = _compile(config)
+    return compiled
+
+
+def _compile(config: RulesConfig) -> CompiledRules:
+    banned = None
+    if config.banned_terms:
+        alternatives = "|".join(re.escape(term) for term in config.banned_terms)
+        banned = re.compile(rf"(?i)\b(?:{alternatives})\b")
+    return CompiledRules(
+        config=config,
+        banned=banned,
+        injections=tuple(re.compile(p) for p in config.injection_patterns),
+    )
+
+
+def _strings(where: str, value: object) -> Iterator[tuple[str, str]]:
+    """Every string in a JSON value, keys included, with its path."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}"
+            yield path, str(key)
+            yield from _strings(path, item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(f"{where}[{index}]", item)
+
+
+def _texts(request: DecisionRequest) -> Iterator[tuple[str, str]]:
+    """Every piece of free text an attacker could use to steer the judge.
+
+    The judge receives the whole context (declared fields and extras) and all
+    action params, nested values and keys included, so all of them are walked.
+    """
+    yield "output", request.output
+    for index, candidate in enumerate(request.candidates):
+        yield f"candidates[{index}].outcome", candidate.outcome
+    yield from _strings("context", request.context.model_dump(mode="json"))
+    yield from _strings("action.params", request.action.params)
+
+
+def _snippet(text: str, match: re.Match[str]) -> str:
+    start = max(0, match.start() - 10)
+    return text[start : start + _SNIPPET].replace("\n", " ")
+
+
+def _amounts(request: DecisionRequest) -> Iterator[tuple[str, float]]:
+    yield "context.amount", request.context.amount
+    amount = request.action.params.get("amount")
+    if isinstance(amount, str):
+        try:
+            amount = float(amount)
+        except ValueError:
+            yield "action.params.amount", math.nan  # not a number: fails the limit check
+            return
+    if isinstance(amount, int | float) and not isinstance(amount, bool):
+        try:
+            value = float(amount)
+        except OverflowError:  # an integer beyond float range is over any limit
+            value = math.inf
+        yield "action.params.amount", value
+
+
+def check_rules(request: DecisionRequest, policy: Policy) -> list[RuleFinding]:
+    """All rule findings for ``request`` under ``policy``; order is stable."""
+    rules = compile_rules(policy.rules)
+    config = rules.config
+    findings: list[RuleFinding] = []
+
+    required = config.required_params.get(request.action.type, [])
+    missing = [name for name in required if name not in request.action.params]
+    findings.append(RuleFinding(
+        rule="action_schema",
+        passed=not missing,
+        detail=f"action {request.action.type} is missing params {missing}" if missing else "",
+    ))
+
+    limit = config.max_amount.get(request.task_type, config.max_amount.get(
+        request.action.type, config.max_amount.get("*")))
+    over = [f"{where}={value:g}" for where, value in _amounts(request)
+            if not math.isfinite(value) or value < 0 or (limit is not None and value > limit)]
+    findings.append(RuleFinding(
+        rule="amount_limit",
+        passed=not over,
+        detail=f"{', '.join(over)} outside [0, {limit:g}]" if over and limit is not None
+        else (f"negative amount {', '.join(over)}" if over else ""),
+    ))
+
+    too_long = len(request.output) > config.max_output_chars
+    findings.append(RuleFinding(
+        rule="output_length",
+        passed=not too_long,
+        detail=f"output has {len(request.output)} chars > {config.max_output_chars}"
+        if too_long else "",
+    ))
+
+    banned_hit = rules.banned.search(request.output) if rules.banned else None
+    findings.append(RuleFinding(
+        rule="banned_terms",
+        passed=banned_hit is None,
+        detail=f"output contains banned term {banned_hit.group(0)!r}" if banned_hit else "",
+    ))
+
+    injection = ""
+    for where, text in _texts(request):
+        for pattern in rules.injections:
+            hit = pattern.search(text)
+            if hit:
+                injection = f"{where}: {_snippet(text, hit)!r}"
+                break
+        if injection:
+            break
+    findings.append(RuleFinding(
+        rule="injection_patterns", passed=not injection,
+        detail=f"possible prompt injection in {injection}" if injection else "",
+    ))
+    return findings

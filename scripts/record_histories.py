@@ -1,0 +1,196 @@
+"""Record workflow histories of representative decisions for the replay test.
+
+Run after an *intentional* change to DecisionWorkflow's command sequence (and
+only then, together with a versioning plan for running workflows):
+
+    .venv/bin/python scripts/record_histories.py [SCENARIO ...]
+
+Writes tests/histories/<scenario>.json. Each scenario covers one zone or path.
+Name scenarios to record only those: re-recording an existing history hides
+exactly the change the replay test is there to catch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.testing import WorkflowEnvironment
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hitl import search_attributes as sa  # noqa: E402
+from hitl.client import HitlClient  # noqa: E402
+from hitl.connection import data_converter  # noqa: E402
+from hitl.enums import ErrorCategory  # noqa: E402
+from hitl.policy import Policy, load_policy, parse_policy  # noqa: E402
+from hitl.review import ApproveInput, RejectInput  # noqa: E402
+from hitl.settings import Settings  # noqa: E402
+from hitl.store import init_store, make_engine  # noqa: E402
+from tests.conftest import register_reviewers  # noqa: E402
+from tests.factories import make_request  # noqa: E402
+from tests.http_servers import Judge, LocalServer  # noqa: E402
+from worker.main import running_worker  # noqa: E402
+
+OUT = ROOT / "tests" / "histories"
+BIN = Path(sys.executable).parent
+Scenario = Callable[[HitlClient, WorkflowEnvironment], Awaitable[str]]
+WANTED = set(sys.argv[1:])  # scenario names to record; all when none are named
+
+
+async def auto(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    request = make_request(decision_id="replay-auto", confidence=0.95)
+    await hitl.decide(request)
+    return request.decision_id
+
+
+async def auto_recorded_locally(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    """AUTO after the final record became a local activity (patch record-decision-local);
+    ``auto`` keeps the history from before it."""
+    request = make_request(decision_id="replay-auto-local-record", confidence=0.95)
+    await hitl.decide(request)
+    return request.decision_id
+
+
+async def auto_audit(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    request = make_request(decision_id="replay-auto-audit", task_type="content_moderation",
+                           outcome="approve", confidence=0.97,
+                           action={"type": "approve_post", "params": {"post_id": "p1"}})
+    await hitl.decide(request)
+    return request.decision_id
+
+
+async def queue_rejected(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    request = make_request(decision_id="replay-queue-rejected", confidence=0.4)
+    await hitl.submit(request)
+    await hitl.reject(request.decision_id, RejectInput(
+        reviewer="bob", reason="wrong", correct_answer="technical", request_id="r1",
+        error_category=ErrorCategory.WRONG_LABEL))
+    await hitl.wait(request.decision_id)
+    return request.decision_id
+
+
+async def escalate_approved_with_refusal(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    request = make_request(decision_id="replay-escalate-approved", task_type="account_deletion",
+                           confidence=0.99, context={"requested_by": "mallory"},
+                           action={"type": "delete_account", "params": {"account_id": "a"},
+                                   "reversible": False})
+    await hitl.submit(request)
+    await hitl.signal(request.decision_id, "approve", ApproveInput(reviewer="mallory",
+                                                                   request_id="self"))
+    await hitl.approve(request.decision_id, ApproveInput(reviewer="alice", request_id="a1"))
+    await hitl.approve(request.decision_id, ApproveInput(reviewer="bob", request_id="b1"))
+    await hitl.wait(request.decision_id)
+    return request.decision_id
+
+
+async def judge_error(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    request = make_request(decision_id="replay-judge-error", confidence=0.99)
+    await hitl.submit(request)
+    await hitl.reject(request.decision_id, RejectInput(reviewer="bob", reason="x",
+                                                       request_id="r1"))
+    await hitl.wait(request.decision_id)
+    return request.decision_id
+
+
+async def provisional_revised(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    request = make_request(decision_id="replay-provisional-revised", confidence=0.5)
+    await hitl.submit(request)
+    await env.sleep(3700)
+    await hitl.signal(request.decision_id, "reject", RejectInput(
+        reviewer="bob", reason="wrong", correct_answer="technical", request_id="r1"))
+    await hitl.wait(request.decision_id)
+    return request.decision_id
+
+
+async def irreversible_expired(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    request = make_request(decision_id="replay-expired", task_type="price_adjustment",
+                           confidence=0.5, action={"type": "adjust_price", "reversible": False,
+                                                   "params": {"sku": "s", "new_price": 1}})
+    await hitl.submit(request)
+    await env.sleep(25 * 3600)
+    await hitl.wait(request.decision_id)
+    return request.decision_id
+
+
+def regenerator(body: dict[str, Any]) -> tuple[int, bytes]:
+    """A regeneration endpoint whose new output passes screening (AUTO)."""
+    return 200, json.dumps({"output": "technical", "confidence": 0.96}).encode()
+
+
+async def regenerated(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    with LocalServer(regenerator) as server:
+        request = make_request(decision_id="replay-regenerated", confidence=0.4,
+                               regenerate={"url": f"{server.url}/regenerate"})
+        await hitl.submit(request)
+        await hitl.reject(request.decision_id, RejectInput(
+            reviewer="bob", reason="technical ticket", correct_answer="technical",
+            request_id="r1", error_category=ErrorCategory.WRONG_LABEL))
+        await hitl.wait(request.decision_id)
+    return request.decision_id
+
+
+async def blind_double_review(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    request = make_request(decision_id="replay-blind", confidence=0.4)
+    await hitl.submit(request)
+    await hitl.reject(request.decision_id, RejectInput(reviewer="bob", reason="no",
+                                                       request_id="r1"))
+    await hitl.approve(request.decision_id, ApproveInput(reviewer="alice", request_id="a1"))
+    await hitl.wait(request.decision_id)
+    return request.decision_id
+
+
+def blind_policy() -> Policy:
+    data = load_policy().model_dump(mode="json")
+    data["review"]["double_blind_rate"] = 1.0
+    return parse_policy(data)
+
+
+async def record(env: WorkflowEnvironment, scenarios: list[Scenario], *,
+                 policy: Policy | None = None, **settings: str) -> None:
+    scenarios = [s for s in scenarios if not WANTED or s.__name__ in WANTED]
+    if not scenarios:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/hitl.db")
+        init_store(engine)
+        register_reviewers(engine)
+        config = Settings(task_queue="replay", data_dir=Path(tmp), **settings)  # type: ignore[arg-type]
+        async with running_worker(env.client, config, policy=policy or load_policy(),
+                                  engine=engine):
+            hitl = HitlClient(env.client, task_queue="replay")
+            for scenario in scenarios:
+                decision_id = await scenario(hitl, env)
+                history = await env.client.get_workflow_handle(decision_id).fetch_history()
+                (OUT / f"{scenario.__name__}.json").write_text(history.to_json())
+                print(f"recorded {scenario.__name__}")
+
+
+async def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    converter = data_converter()
+    async with await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(BIN / "temporal"), search_attributes=sa.ALL,
+            data_converter=converter) as env:
+        await record(env, [auto, auto_recorded_locally, auto_audit, queue_rejected,
+                           escalate_approved_with_refusal, regenerated])
+        await record(env, [blind_double_review], policy=blind_policy())
+        judge = Judge()
+        judge.mode = "garbage"
+        with LocalServer(judge) as server:
+            await record(env, [judge_error], judge_url=server.url)
+    async with await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=str(BIN / "temporal-test-server"),
+            data_converter=converter) as env:
+        await sa.register(env.client)
+        await record(env, [provisional_revised, irreversible_expired])
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,157 @@
+"""The ``hitl`` command as a user runs it: a subprocess against the real dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from hitl.enums import DecisionStatus
+from tests.conftest import BIN, WorkerFactory
+from tests.factories import make_request
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def hitl(*args: str, env: dict[str, str], stdin: str | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "hitl"), *args, env={**os.environ, **env},
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate(stdin.encode() if stdin else None)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+def cli_env(client: Client, task_queue: str, tmp_path: Path) -> dict[str, str]:
+    return {"HITL_TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "HITL_NAMESPACE": client.namespace, "HITL_TASK_QUEUE": task_queue,
+            "HITL_DATA_DIR": str(tmp_path)}
+
+
+async def _absent(client: Client, decision_id: str) -> bool:
+    from temporalio.service import RPCError
+
+    try:
+        await client.get_workflow_handle(decision_id).describe()
+    except RPCError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"confidence": 1.5}, "confidence"),
+    ({"confidence": "NaN"}, "confidence"),
+    ({"decision_id": "has space"}, "decision_id"),
+    ({"action": {"type": "x", "target_url": "ftp://x"}}, "action.target_url"),
+    ({"context": {"amount": -5}}, "context.amount"),
+    ({"surprise": 1}, "surprise"),
+])
+async def test_bad_request_exits_2_naming_the_field_and_starts_nothing(
+        cli_env: dict[str, str], client: Client, tmp_path: Path,
+        patch: dict[str, object], field: str) -> None:
+    data = json.loads(make_request().model_dump_json())
+    data.update(patch)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    code, out, err = await hitl("submit", str(path), env=cli_env)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and field in err and err.startswith("hitl: error:")
+    assert await _absent(client, str(data["decision_id"]))
+
+
+async def test_not_json_and_missing_file_exit_2(cli_env: dict[str, str], tmp_path: Path) -> None:
+    code, _, err = await hitl("submit", "-", env=cli_env, stdin="{not json")
+    assert code == 2 and "invalid decision request" in err
+    code, _, err = await hitl("submit", str(tmp_path / "nope.json"), env=cli_env)
+    assert code == 2 and "nope.json" in err
+
+
+async def test_submit_status_queue_approve_round_trip(cli_env: dict[str, str],
+                                                      hitl_worker: WorkerFactory) -> None:
+    # Its own task type: other tests' decisions still pending on the shared server stay out.
+    task_type = f"cli_{uuid.uuid4().hex[:8]}"
+    request = make_request(confidence=0.4, task_type=task_type)
+    async with hitl_worker():
+        code, out, err = await hitl("submit", "-", "--json", env=cli_env,
+                                    stdin=request.model_dump_json())
+        assert code == 0, err
+        submitted = json.loads(out)
+        assert submitted["zone"] == "queue" and submitted["status"] == "pending_review"
+
+        code, out, _ = await hitl("submit", "-", env=cli_env, stdin=request.model_dump_json())
+        assert code == 0 and "already submitted" in out
+
+        for source in ("store", "temporal"):
+            for _ in range(100):  # the queue table and visibility catch up within moments
+                code, out, _ = await hitl("queue", "--json", "--task-type", task_type,
+                                          "--source", source, env=cli_env)
+                if request.decision_id in out:
+                    break
+                await asyncio.sleep(0.1)
+            listed = json.loads(out)
+            assert [i["decision_id"] for i in listed] == [request.decision_id], source
+            assert listed[0]["zone"] == "queue" and listed[0]["status"] == "pending_review"
+
+        code, out, err = await hitl("reject", request.decision_id, "--reviewer", "rita",
+                                    "--reason", "x", "--category", "bogus", env=cli_env)
+        assert code == 2 and "error_category" in err
+
+        code, out, err = await hitl("approve", request.decision_id, "--reviewer", "alice",
+                                    "--reason", "looks right", env=cli_env)
+        assert code == 0 and "approve accepted" in out, err
+
+        for _ in range(100):
+            code, out, _ = await hitl("status", request.decision_id, "--json", env=cli_env)
+            if json.loads(out)["status"] == DecisionStatus.EXECUTED.value:
+                break
+            await asyncio.sleep(0.1)
+        state = json.loads(out)
+        assert state["status"] == "executed" and state["reviews"][0]["reviewer"] == "alice"
+
+        code, out, _ = await hitl("status", request.decision_id, env=cli_env)
+        assert code == 0 and "executed" in out and "approve by alice" in out
+
+
+async def test_unknown_decision_exits_2(cli_env: dict[str, str]) -> None:
+    code, out, err = await hitl("status", f"nope-{uuid.uuid4().hex[:8]}", env=cli_env)
+    assert code == 2 and out == "" and "no decision with ID" in err
+
+
+async def test_unreachable_temporal_exits_1_with_one_line(tmp_path: Path) -> None:
+    code, _, err = await hitl("status", "x", env={"HITL_TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert code == 1 and err.strip().count("\n") == 0 and "cannot reach Temporal" in err
+
+
+async def test_policy_check(tmp_path: Path) -> None:
+    code, out, _ = await hitl("policy", env={})
+    assert code == 0 and out.startswith("ok\tdefault-1+")
+    bad = tmp_path / "policy.toml"
+    bad.write_text('version = "x"\n[thresholds.by_risk]\nlow = 0.7\nmedium = 0.8\n'
+                   'high = 1.5\ncritical = 0.99\n')
+    code, out, err = await hitl("policy", str(bad), env={})
+    assert code == 2 and "thresholds.by_risk.high" in err
+
+
+async def test_reviewers_add_list_disable(tmp_path: Path) -> None:
+    env = {"HITL_DATA_DIR": str(tmp_path)}
+    code, out, err = await hitl("reviewers", "add", "alice", "--risks", "low,high", "--json",
+                                env=env)
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["risks"] == "low,high" and created["token"].startswith("hitl_")
+    assert created["token"] not in (tmp_path / "hitl.db").read_bytes().decode(errors="ignore")
+    code, _, err = await hitl("reviewers", "add", "alice", env=env)
+    assert code == 2 and "already exists" in err
+    code, _, err = await hitl("reviewers", "add", "bob", "--risks", "low,severe", env=env)
+    assert code == 2 and "risks" in err and "severe" in err
+    code, out, _ = await hitl("reviewers", "disable", "alice", env=env)
+    assert code == 0 and "active=False" in out
+    code, out, _ = await hitl("reviewers", "list", "--json", env=env)
+    assert json.loads(out) == [{"name": "alice", "risks": "low,high", "active": False}]

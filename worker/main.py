@@ -1,0 +1,143 @@
+"""The worker: one process hosting DecisionWorkflow and every activity.
+
+Dependencies (engine, one shared httpx client, policy, settings) are built once
+here and handed to the activity classes. SIGINT/SIGTERM drain gracefully:
+running activities get ``GRACEFUL_SHUTDOWN`` to finish, and anything cut off is
+retried by Temporal on the next worker, so a stop never loses a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import httpx
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.executor import ExecutorActivities
+from activities.judge import JudgeActivities
+from activities.recalibration import RecalibrationActivities
+from activities.regenerate import RegenerateActivities
+from activities.reviewers import ReviewerActivities
+from activities.rules import RulesActivities
+from activities.store import StoreActivities
+from hitl.connection import connect
+from hitl.policy import Policy, load_policy
+from hitl.policy_versions import PolicySource
+from hitl.settings import Settings
+from hitl.store import init_store, make_engine
+from workflows.decision import DecisionWorkflow
+from workflows.recalibration import RecalibrationWorkflow
+
+log = logging.getLogger("hitl.worker")
+GRACEFUL_SHUTDOWN = timedelta(seconds=15)
+ACTIVITY_THREADS = 16
+
+# Project models and pydantic are passed through the sandbox instead of being
+# re-imported for every workflow run: same behaviour, far less CPU per decision.
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "hitl", "pydantic", "pydantic_core", "annotated_types", "typing_extensions",
+        "typing_inspection",
+    )
+)
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client, settings: Settings, *, policy: Policy | None = None,
+    engine: Engine | None = None, policy_refresh_seconds: float | None = None,
+) -> AsyncIterator[Worker]:
+    """A started worker for ``settings.task_queue``; stops (gracefully) on exit.
+
+    ``policy`` (else ``settings.policy``, else the built-in) is registered as a
+    stored version and applies while no stored version is active; the active
+    version is re-read every ``policy_refresh_seconds``.
+    """
+    policy = policy or load_policy(settings.policy)
+    engine = engine or make_engine(settings.resolved_database_url())
+    init_store(engine)
+    source = PolicySource(engine=engine, fallback=policy,
+                          refresh_seconds=policy_refresh_seconds or settings.policy_refresh_seconds)
+    await asyncio.to_thread(source.register_fallback)
+    if (await asyncio.to_thread(source.refresh)).origin == "store":
+        log.warning("a stored policy version is active; the policy file is not applied",
+                    extra={"file_policy": policy.full_version,
+                           "policy": source.current().policy.full_version})
+    async with httpx.AsyncClient(follow_redirects=False) as http, _refreshing(source):
+        judge = JudgeActivities(client=http, settings=settings)
+        rules = RulesActivities(source=source, judge_configured=judge.configured)
+        executor = ExecutorActivities(engine=engine, client=http, settings=settings)
+        store = StoreActivities(engine=engine)
+        reviewers = ReviewerActivities(engine=engine)
+        regenerate = RegenerateActivities(client=http)
+        recalibration = RecalibrationActivities(engine=engine, policy=policy)
+        with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as threads:
+            worker = Worker(
+                client,
+                task_queue=settings.task_queue,
+                workflows=[DecisionWorkflow, RecalibrationWorkflow],
+                activities=[rules.check_rules, judge.judge_decision, executor.execute_action,
+                            store.record_review, store.record_audit, store.record_decision,
+                            store.update_queue,
+                            reviewers.authorize_review, regenerate.regenerate_output,
+                            recalibration.propose_policy, recalibration.activate_policy,
+                            recalibration.reject_policy],
+                activity_executor=threads,
+                workflow_runner=SANDBOX,
+                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+                max_cached_workflows=settings.max_cached_workflows,
+            )
+            async with worker:
+                log.info("worker started", extra={
+                    "task_queue": settings.task_queue,
+                    "policy": source.current().policy.full_version,
+                    "judge": "configured" if judge.configured else "skipped"})
+                yield worker
+
+
+@asynccontextmanager
+async def _refreshing(source: PolicySource) -> AsyncIterator[None]:
+    """Keep ``source`` refreshed in the background while the worker runs."""
+    task = asyncio.create_task(source.run(), name="policy refresh")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop`` is set)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    client = await connect(settings, export_metrics=True)
+    await ensure_recalibration_schedule(client, settings)
+    async with running_worker(client, settings):
+        await stop.wait()
+        log.info("worker stopping")
+
+
+async def ensure_recalibration_schedule(client: Client, settings: Settings) -> None:
+    """Create the weekly recalibration schedule if it is missing (never changes an
+    existing one); a failure is logged, it must not keep the worker from starting."""
+    from hitl.schedules import ensure_schedule
+
+    try:
+        outcome = await ensure_schedule(client, task_queue=settings.task_queue, update=False)
+    except Exception as exc:  # noqa: BLE001 - the worker's decisions matter more
+        log.warning("recalibration schedule not ensured", extra={"error": str(exc)[:300]})
+        return
+    log.info("recalibration schedule", extra={"outcome": outcome})

@@ -1,0 +1,720 @@
+"""DecisionWorkflow: one AI decision, from screening to an action run at most once.
+
+The cascade runs rules (local activity), the LLM judge (activity), then routes
+by confidence and risk. AUTO and AUTO_AUDIT execute at once; QUEUE and
+ESCALATE wait at the pre-action gate for a reviewer's approve or reject. When
+the SLA passes, a reversible output is delivered provisionally and the review
+goes on; an irreversible action is only marked overdue and, at the hard
+deadline, expires without running. Every failure in the cascade routes to a
+person; nothing here can make a decision autonomous by failing.
+
+Reject and regenerate: when the request names a regeneration endpoint, a
+person's rejection sends the feedback there and the new output goes through
+the whole cascade again (a new attempt, with its own SLA), at most
+``regenerate.max_attempts`` times. A regeneration that fails ends rejected.
+
+Blind double review: a policy-set share of escalations needs independent
+verdicts from two distinct reviewers, neither shown the other's until both
+are in; a rejection does not end it early, and any rejection rejects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RawValue, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from hitl import metrics
+    from hitl import search_attributes as sa
+    from hitl.cascade import Assessment, JudgeResult, Routing, RuleFinding, RulesResult, SlaPolicy
+    from hitl.durations import format_duration
+    from hitl.enums import (
+        DecisionStatus,
+        ErrorCategory,
+        ExecutionPhase,
+        LayerStatus,
+        RiskLevel,
+        Verdict,
+        Zone,
+    )
+    from hitl.errors import REVIEW_REFUSED_TYPE
+    from hitl.payloads import (
+        AuthorizeInput,
+        AuthorizeResult,
+        ExecuteInput,
+        ExecutionResult,
+        JudgeInput,
+        RecordAuditInput,
+        RecordDecisionInput,
+        RecordResult,
+        RecordReviewInput,
+        RegenerateInput,
+        RegenerateResult,
+        queue_entry,
+    )
+    from hitl.policy import route
+    from hitl.request import Action, DecisionRequest
+    from hitl.review import ApproveInput, RejectInput, ReviewAck, ReviewRecord
+    from hitl.review_policy import blind_view, render_details, review_refusal
+    from hitl.state import Attempt, DecisionState, Delivery
+    from hitl.summaries import summary_for
+    from workflows import options
+
+PRIORITY_URGENT, PRIORITY_NORMAL, PRIORITY_OVERDUE = 1, 3, 0
+ReviewT = TypeVar("ReviewT", ApproveInput, RejectInput)
+
+
+@workflow.defn(name="DecisionWorkflow")
+class DecisionWorkflow:
+    @workflow.init
+    def __init__(self, request: DecisionRequest) -> None:
+        self._request = request
+        self._state = DecisionState(
+            decision_id=request.decision_id,
+            task_type=request.task_type,
+            confidence=request.confidence,
+            reversible=request.action.reversible,
+            submitted_at=workflow.now(),
+        )
+        self._verdict: ReviewRecord | None = None
+        self._edit: ApproveInput | None = None
+        self._seen: set[str] = set()
+        self._queue_version = 0
+        self._writes: list[workflow.ActivityHandle[RecordResult]] = []
+        self._acks: dict[str, ReviewAck] = {}
+        self._regenerating = False  # between a rejection and the new output's routing
+        self._blind_edits: dict[str, ApproveInput] = {}  # request ID -> a blind approval
+        self._tickets = 0  # reviews received so far
+        self._turn = 0  # the next review, in arrival order, that may be applied
+
+    # ------------------------------------------------------------------ run
+
+    @workflow.run
+    async def run(self, request: DecisionRequest) -> DecisionState:
+        state = self._state
+        await self._screen_and_decide()
+        while self._regeneration_due() and await self._regenerate():
+            await self._screen_and_decide()
+
+        state.finished_at = workflow.now()
+        self._count(metrics.DECISIONS, outcome=state.status.value, task_type=state.task_type)
+        self._details("finished")
+        self._upsert()
+        await self._drain_writes()
+        self._queue_version += 1
+        record = RecordDecisionInput(request=self._request, state=state,
+                                     queue_version=self._queue_version)
+        if workflow.patched("record-decision-local"):
+            # An idempotent upsert, so a local activity's at-least-once retry is safe; its
+            # result is a marker in this workflow task instead of a scheduled activity and
+            # one more workflow task (measured: unloaded latency 150 -> 100 ms, at parity
+            # with a bare workflow; docs/BENCHMARKS.md).
+            await workflow.execute_local_activity(
+                "record_decision", record, result_type=RecordResult,
+                start_to_close_timeout=options.STORE_TIMEOUT,
+                schedule_to_close_timeout=options.STORE_SCHEDULE_TO_CLOSE,
+                retry_policy=options.STORE_RETRY, summary="record decision",
+            )
+        else:  # decisions that reached this point before the change replay as they ran
+            await workflow.execute_activity(
+                "record_decision", record,
+                result_type=RecordResult, start_to_close_timeout=options.STORE_TIMEOUT,
+                schedule_to_close_timeout=options.STORE_SCHEDULE_TO_CLOSE,
+                retry_policy=options.STORE_RETRY, summary="record decision",
+            )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._drain_writes()  # reviews that arrived after the final record
+        return state
+
+    async def _screen_and_decide(self) -> None:
+        """One attempt: the cascade on the output now in ``self._request``, then the
+        gate or autonomous execution."""
+        state, request = self._state, self._request
+        self._details("screening: rules")
+        rules = await self._check_rules(request)
+        state.rules, state.risk = rules, rules.assessment.risk
+        state.policy_version = rules.assessment.policy_version
+        judge = await self._judge(request, rules)
+        state.judge = judge
+        if judge.status in (LayerStatus.ERROR, LayerStatus.FAILED):
+            self._count(metrics.JUDGE_FAILURES, judge=judge.status.value)
+        routing = route(
+            confidence=request.confidence,
+            reversible=request.action.reversible,
+            assessment=rules.assessment,
+            rule_failures=[f.rule for f in rules.failures],
+            judge=judge,
+        )
+        state.routing, state.zone = routing, routing.zone
+        self._regenerating = False  # reviews from here on judge this attempt's output
+        self._upsert()
+
+        state.approvals_required = rules.assessment.approvals_required
+        if routing.zone.needs_review:
+            await self._gate(rules.assessment, routing)
+        else:
+            await self._execute_autonomously(rules.assessment, routing.zone)
+        self._close_attempt()
+
+    # -------------------------------------------------------------- cascade
+
+    async def _check_rules(self, request: DecisionRequest) -> RulesResult:
+        try:
+            result: RulesResult = await workflow.execute_local_activity(
+                "check_rules", request, result_type=RulesResult,
+                start_to_close_timeout=options.RULES_TIMEOUT, retry_policy=options.RULES_RETRY,
+                summary="rules",
+            )
+            return result
+        except (ActivityError, ApplicationError) as exc:
+            workflow.logger.warning("rules layer failed; failing safe to a person",
+                                    extra={"decision_id": request.decision_id})
+            return RulesResult(
+                assessment=Assessment(
+                    policy_version="failsafe", risk=RiskLevel.CRITICAL,
+                    risk_reasons=["rules layer failed: treated as critical"], threshold=1.0,
+                    threshold_source="failsafe",
+                    sla=SlaPolicy(queue_seconds=options.FAILSAFE_ESCALATE_SECONDS,
+                                  escalate_seconds=options.FAILSAFE_ESCALATE_SECONDS,
+                                  hard_deadline_seconds=options.FAILSAFE_HARD_DEADLINE_SECONDS),
+                    audit_sample_rate=1.0,
+                ),
+                findings=[RuleFinding(rule="rules_layer", passed=False, detail=_cause(exc))],
+            )
+
+    async def _judge(self, request: DecisionRequest, rules: RulesResult) -> JudgeResult:
+        if not rules.assessment.judge_configured:
+            return JudgeResult(status=LayerStatus.SKIPPED, reasons=["no judge configured"])
+        if not rules.passed:
+            return JudgeResult(status=LayerStatus.SKIPPED, reasons=["rules failed first"])
+        self._details("screening: LLM judge")
+        judge_input = JudgeInput(
+            decision_id=request.decision_id, task_type=request.task_type,
+            action_type=request.action.type, action_params=request.action.params,
+            output=request.output, confidence=request.confidence,
+            context=request.context.model_dump(mode="json"),
+        )
+        try:
+            result: JudgeResult = await workflow.execute_activity(
+                "judge_decision", judge_input, result_type=JudgeResult,
+                start_to_close_timeout=options.JUDGE_TIMEOUT, retry_policy=options.JUDGE_RETRY,
+                summary="LLM judge",
+            )
+            return result
+        except (ActivityError, ApplicationError) as exc:
+            return JudgeResult(status=LayerStatus.ERROR, reasons=[_cause(exc)])
+
+    # ----------------------------------------------------------- autonomous
+
+    async def _execute_autonomously(self, assessment: Assessment, zone: Zone) -> None:
+        state = self._state
+        self._details(f"{zone.value}: executing")
+        if not await self._deliver(ExecutionPhase.EXECUTE, self._request.action,
+                                   self._request.output):
+            return
+        state.status = DecisionStatus.EXECUTED
+        state.final_output = self._request.output
+        if zone is Zone.AUTO_AUDIT:
+            state.audit_sampled = workflow.random().random() < assessment.audit_sample_rate
+            await workflow.execute_activity(
+                "record_audit",
+                RecordAuditInput(
+                    decision_id=state.decision_id, task_type=state.task_type,
+                    risk=assessment.risk, confidence=state.confidence,
+                    sampled=state.audit_sampled, sample_rate=assessment.audit_sample_rate,
+                ),
+                result_type=RecordResult, start_to_close_timeout=options.STORE_TIMEOUT,
+                schedule_to_close_timeout=options.STORE_SCHEDULE_TO_CLOSE,
+                retry_policy=options.STORE_RETRY, summary="audit log",
+            )
+
+    # ---------------------------------------------------------- regenerate
+
+    def _regeneration_due(self) -> bool:
+        """Regenerate only after a person's rejection (not an expiry, a refused
+        execution or a cascade failure: those have no verdict to learn from)."""
+        state, regenerate, verdict = self._state, self._request.regenerate, self._verdict
+        if (regenerate is None or state.status is not DecisionStatus.REJECTED
+                or verdict is None or verdict.verdict is not Verdict.REJECT):
+            return False
+        if state.attempt >= regenerate.max_attempts:
+            state.outcome = f"rejected after {state.attempt} regenerations"
+            return False
+        return True
+
+    async def _regenerate(self) -> bool:
+        """Ask the service for a new output; False (ending rejected) if it fails."""
+        state, verdict, regenerate = self._state, self._verdict, self._request.regenerate
+        assert verdict is not None and regenerate is not None
+        number = state.attempt + 1
+        self._regenerating = True
+        state.status = DecisionStatus.SCREENING
+        self._details(f"rejected by {verdict.reviewer}: regenerating "
+                      f"({number} of {regenerate.max_attempts})")
+        await self._publish()  # out of the review queue while the service regenerates
+        request = self._request
+        try:
+            result: RegenerateResult = await workflow.execute_activity(
+                "regenerate_output",
+                RegenerateInput(
+                    decision_id=state.decision_id, attempt=number, url=regenerate.url,
+                    task_type=request.task_type, action=request.action,
+                    rejected_output=request.output, confidence=request.confidence,
+                    reason=verdict.reason, error_category=verdict.error_category,
+                    correct_answer=verdict.correct_answer),
+                result_type=RegenerateResult, start_to_close_timeout=options.REGENERATE_TIMEOUT,
+                retry_policy=options.REGENERATE_RETRY, summary=f"regenerate ({number})",
+            )
+        except (ActivityError, ApplicationError) as exc:
+            self._regenerating = False  # it ends here: late reviews hear "already decided"
+            state.status = DecisionStatus.REJECTED
+            state.outcome = f"rejected: regeneration {number} failed: {_cause(exc)}"
+            workflow.logger.warning("regeneration failed; decision ends rejected",
+                                    extra={"decision_id": state.decision_id})
+            return False
+        self._request = request.model_copy(update={
+            "output": result.output, "confidence": result.confidence,
+            "candidates": result.candidates, "outcome": result.outcome})
+        # A fresh attempt: everything the gate and the reviews decided is per output.
+        self._verdict, self._edit, self._blind_edits = None, None, {}
+        state.attempt, state.confidence = number, result.confidence
+        state.zone = state.risk = state.rules = state.judge = state.routing = None
+        state.approved_by, state.approvals_required = [], 1
+        state.escalated_at = state.sla_deadline = state.hard_deadline = None
+        state.overdue, state.blind_review, state.flagged_for_monitoring = False, False, False
+        state.priority = PRIORITY_NORMAL
+        return True
+
+    def _close_attempt(self) -> None:
+        """Keep what became of this attempt's output in the decision's trail."""
+        state, verdict = self._state, self._verdict
+        reviews = [r for r in state.reviews if r.accepted and r.attempt == state.attempt]
+        if verdict is not None and verdict not in reviews:
+            reviews.append(verdict)  # a blind review's disagreement, decided by the workflow
+        state.attempts.append(Attempt(
+            number=state.attempt, output=self._request.output, confidence=state.confidence,
+            zone=state.zone, risk=state.risk, judge=state.judge.status if state.judge else None,
+            rule_failures=[f.rule for f in state.rules.failures] if state.rules else [],
+            blind_review=state.blind_review, status=state.status,
+            verdicts=[f"{r.verdict.value} by {r.reviewer}" + (f": {r.reason}" if r.reason else "")
+                      for r in reviews]))
+
+    def _regenerating_refusal(self) -> str:
+        return (f"decision {self._state.decision_id} is being regenerated after a rejection; "
+                "review the new output once it is waiting")
+
+    # ----------------------------------------------------------------- gate
+
+    async def _gate(self, assessment: Assessment, routing: Routing) -> None:
+        state, sla = self._state, assessment.sla
+        # Decided before any held review proceeds (no await in between). No draw at
+        # rate 0, so decisions screened before blind review replay as they ran.
+        rate = assessment.double_blind_rate
+        state.blind_review = rate >= 1.0 or (rate > 0.0 and workflow.random().random() < rate)
+        if state.blind_review:
+            state.approvals_required = max(2, state.approvals_required)
+        now = workflow.now()
+        sla_seconds = routing.sla_seconds if routing.sla_seconds is not None else sla.queue_seconds
+        state.status = DecisionStatus.PENDING_REVIEW
+        state.escalated_at = now
+        state.sla_deadline = now + timedelta(seconds=sla_seconds)
+        state.hard_deadline = now + timedelta(seconds=sla.hard_deadline_seconds)
+        state.priority = PRIORITY_URGENT if routing.zone is Zone.ESCALATE else PRIORITY_NORMAL
+        self._count(metrics.ESCALATIONS)
+        self._details("waiting for review")
+        await self._publish()
+
+        decided = await self._wait_for_verdict(sla_seconds, f"SLA {format_duration(sla_seconds)}")
+        if not decided:
+            if sla_seconds > 0:
+                self._count(metrics.SLA_BREACHES, reversible=str(state.reversible).lower())
+            if state.reversible and self._blind_rejection() is None:
+                self._count(metrics.PROVISIONAL)
+                self._details("SLA passed: delivered provisionally, review goes on")
+                if not await self._deliver(ExecutionPhase.PROVISIONAL, self._request.action,
+                                           self._request.output, may_be_revised=True):
+                    return
+                state.status = DecisionStatus.PROVISIONAL
+                state.final_output = self._request.output
+            else:
+                state.overdue = True
+                state.priority = PRIORITY_OVERDUE
+                self._details("SLA passed: overdue, irreversible action still waits")
+            await self._publish()
+            remaining = (state.hard_deadline - workflow.now()).total_seconds()
+            decided = await self._wait_for_verdict(
+                max(remaining, 0.0), f"hard deadline {format_duration(sla.hard_deadline_seconds)}")
+        if not decided:
+            rejection = self._blind_rejection()
+            if rejection is None:
+                if state.status is not DecisionStatus.PROVISIONAL:
+                    state.status = DecisionStatus.EXPIRED
+                # A provisional delivery stands, unreviewed; the status says so.
+                return
+            # A blind reviewer rejected and the second verdict never came: fail closed.
+            self._verdict = rejection
+        await self._apply_verdict()
+
+    def _blind_rejection(self) -> ReviewRecord | None:
+        """The first accepted rejection of a blind review still waiting for verdicts."""
+        state = self._state
+        if not state.blind_review:
+            return None
+        return next((r for r in state.reviews if r.accepted and r.blind
+                     and r.attempt == state.attempt and r.verdict is Verdict.REJECT), None)
+
+    async def _wait_for_verdict(self, seconds: float, summary: str) -> bool:
+        if self._verdict is not None:
+            return True
+        if seconds <= 0:
+            return False
+        try:
+            await workflow.wait_condition(lambda: self._verdict is not None,
+                                          timeout=timedelta(seconds=seconds),
+                                          timeout_summary=summary)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _apply_verdict(self) -> None:
+        state, verdict = self._state, self._verdict
+        assert verdict is not None
+        provisional = state.status is DecisionStatus.PROVISIONAL
+        if verdict.verdict is Verdict.APPROVE:
+            edit = self._edit
+            action = edit.action if edit and edit.action else self._request.action
+            output = edit.output if edit and edit.output is not None else self._request.output
+            state.flagged_for_monitoring = verdict.flag_for_monitoring
+            if provisional and not verdict.edited:
+                phase, status = ExecutionPhase.CONFIRM, DecisionStatus.EXECUTED
+            elif provisional:
+                phase, status = ExecutionPhase.REVISION, DecisionStatus.REVISED
+            else:
+                phase, status = ExecutionPhase.EXECUTE, DecisionStatus.EXECUTED
+            self._details(f"approved by {verdict.reviewer}: executing")
+            if await self._deliver(phase, action, output):
+                state.status, state.final_output = status, output
+        elif provisional:
+            self._details(f"rejected by {verdict.reviewer}: delivering revision")
+            if await self._deliver(ExecutionPhase.REVISION, self._request.action,
+                                   verdict.correct_answer):
+                state.status, state.final_output = DecisionStatus.REVISED, verdict.correct_answer
+        else:
+            state.status = DecisionStatus.REJECTED
+
+    async def _deliver(self, phase: ExecutionPhase, action: Action, output: str | None,
+                       *, may_be_revised: bool = False) -> bool:
+        """Run the executor; False (and status ``failed``) if the target refused."""
+        state = self._state
+        try:
+            result: ExecutionResult = await workflow.execute_activity(
+                "execute_action",
+                ExecuteInput(decision_id=state.decision_id, phase=phase, action=action,
+                             output=output, may_be_revised=may_be_revised),
+                result_type=ExecutionResult, start_to_close_timeout=options.EXECUTE_TIMEOUT,
+                schedule_to_close_timeout=options.EXECUTE_SCHEDULE_TO_CLOSE,
+                retry_policy=options.EXECUTE_RETRY, summary=f"execute ({phase.value})",
+            )
+        except (ActivityError, ApplicationError) as exc:
+            state.status, state.failure = DecisionStatus.FAILED, _cause(exc)
+            workflow.logger.error("execution failed", extra={
+                "decision_id": state.decision_id, "phase": phase.value})
+            return False
+        state.deliveries.append(Delivery(
+            phase=phase, output=output, at=result.executed_at, executor=result.executor,
+            deduplicated=result.deduplicated, may_be_revised=may_be_revised,
+        ))
+        return True
+
+    # ------------------------------------------------------------- reviews
+
+    # Signals take raw payloads and validate here: a null, a missing or an extra
+    # argument (easy to send from the temporal CLI) must be dropped, not fail the
+    # workflow task on every retry and wedge the decision.
+    @workflow.signal(name="approve")
+    async def approve(self, *args: Any) -> None:
+        data = _signal_payload("approve", args, ApproveInput)
+        if data is not None:
+            await self._review(Verdict.APPROVE, data)
+
+    @workflow.signal(name="reject")
+    async def reject(self, *args: Any) -> None:
+        data = _signal_payload("reject", args, RejectInput)
+        if data is not None:
+            await self._review(Verdict.REJECT, data)
+
+    @workflow.update(name="approve")
+    async def approve_update(self, data: ApproveInput) -> ReviewAck:
+        return await self._review_or_raise(Verdict.APPROVE, data)
+
+    @approve_update.validator
+    def _validate_approve(self, data: ApproveInput) -> None:
+        self._validate(data)
+
+    @workflow.update(name="reject")
+    async def reject_update(self, data: RejectInput) -> ReviewAck:
+        return await self._review_or_raise(Verdict.REJECT, data)
+
+    @reject_update.validator
+    def _validate_reject(self, data: RejectInput) -> None:
+        self._validate(data)
+
+    @workflow.query(name="state")
+    def query_state(self) -> DecisionState:
+        """The state as reviewers may see it: a pending blind review's verdicts withheld."""
+        return blind_view(self._state, decided=self._verdict is not None)
+
+    def _validate(self, data: ApproveInput | RejectInput) -> None:
+        """Reject, before it reaches history, an action on a decided decision."""
+        if data.request_id is not None and data.request_id in self._seen:
+            return  # a retry of an action already taken: answered idempotently
+        if self._regenerating:
+            raise ValueError(self._regenerating_refusal())
+        if self._verdict is not None or not self._state.status.is_open:
+            raise ValueError(f"decision {self._state.decision_id} is already decided "
+                             f"(status {self._state.status.value})")
+
+    async def _review_or_raise(self, verdict: Verdict,
+                               data: ApproveInput | RejectInput) -> ReviewAck:
+        ack = await self._review(verdict, data)
+        if not ack.accepted:
+            raise ApplicationError(ack.message, type=REVIEW_REFUSED_TYPE, non_retryable=True)
+        return ack
+
+    async def _review(self, verdict: Verdict, data: ApproveInput | RejectInput) -> ReviewAck:
+        request_id = data.request_id or str(workflow.uuid4())
+        if request_id in self._seen:  # duplicate delivery: the first one's answer
+            await workflow.wait_condition(lambda: request_id in self._acks)
+            return self._acks[request_id]
+        self._seen.add(request_id)
+        ticket, self._tickets = self._tickets, self._tickets + 1
+        try:
+            return await self._review_in_turn(verdict, data, request_id, ticket)
+        finally:
+            self._turn = max(self._turn, ticket + 1)
+
+    async def _review_in_turn(self, verdict: Verdict, data: ApproveInput | RejectInput,
+                              request_id: str, ticket: int) -> ReviewAck:
+        state = self._state
+        received_at = workflow.now()
+        # A review arriving while a rejected output is regenerated judged an older
+        # output: never let it decide the new one.
+        stale, judged = self._regenerating, state.attempt
+        if not stale:
+            # Held until routing: the zone and risk decide whether and by whom it may be taken.
+            await workflow.wait_condition(lambda: state.routing is not None)
+        authorization = None if stale else await self._authorize(data.reviewer)
+        if workflow.patched("reviews-in-arrival-order"):
+            # Authorizations run side by side and finish in any order; the reviews are
+            # applied in the order they arrived, so an approval sent before a rejection
+            # wins whichever reviewer's lookup returned first.
+            await workflow.wait_condition(lambda: self._turn >= ticket)
+        # Held by its lookup or its turn while a rejection was applied and the output
+        # regenerated: it judged the older output and must not decide the new one.
+        stale = stale or self._regenerating or state.attempt != judged
+        refusal = self._regenerating_refusal() if stale else review_refusal(
+            state=state, verdict=verdict, reviewer=data.reviewer,
+            requester=self._request.context.requested_by, decided=self._verdict is not None,
+            authorization=authorization)
+        start = (state.escalated_at if state.escalated_at and state.escalated_at <= received_at
+                 else state.submitted_at)
+        record = ReviewRecord(
+            request_id=request_id, reviewer=data.reviewer, verdict=verdict, reason=data.reason,
+            received_at=received_at, time_on_page_seconds=data.time_on_page_seconds,
+            latency_seconds=(received_at - start).total_seconds(),
+            accepted=refusal is None, refusal=refusal, attempt=judged,
+            blind=state.blind_review,
+        )
+        if isinstance(data, ApproveInput):
+            record.edited = data.output is not None or data.action is not None
+            record.flag_for_monitoring = data.flag_for_monitoring
+        else:
+            record.correct_answer, record.error_category = data.correct_answer, data.error_category
+        state.reviews.append(record)
+        message = refusal or self._take(record, data)
+        ack = ReviewAck(accepted=refusal is None, status=state.status, message=message)
+        self._acks[request_id] = ack
+        if refusal is None:
+            metrics.observe_review_latency(workflow.metric_meter(), record.latency_seconds or 0.0,
+                                           {"verdict": verdict.value, **self._labels()})
+        else:
+            self._count(metrics.REVIEW_REFUSALS, verdict=verdict.value)
+        self._details("review received")
+        # Answered now, persisted durably in the background: a reviewer's update must
+        # not wait on (or hang with) the store; the run drains these before it ends.
+        self._writes.append(workflow.start_activity(
+            "record_review",
+            RecordReviewInput(decision_id=state.decision_id, task_type=state.task_type,
+                              confidence=state.confidence,
+                              zone=state.zone.value if state.zone else None,
+                              risk=state.risk.value if state.risk else None, review=record),
+            result_type=RecordResult, start_to_close_timeout=options.STORE_TIMEOUT,
+            schedule_to_close_timeout=options.STORE_SCHEDULE_TO_CLOSE,
+            retry_policy=options.STORE_RETRY, summary=f"record review ({verdict.value})",
+        ))
+        return ack
+
+    async def _drain_writes(self) -> None:
+        """Wait for background store writes; a write that finally fails is logged (the
+        review is in this workflow's state and history, and in the final record)."""
+        while self._writes:
+            pending, self._writes = self._writes, []
+            for outcome in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    workflow.logger.error("review record not written", extra={
+                        "decision_id": self._state.decision_id, "error": _cause(outcome)})
+
+    def _take(self, record: ReviewRecord, data: ApproveInput | RejectInput) -> str:
+        """Apply an accepted action; the verdict is final once enough approvers agree."""
+        state = self._state
+        if state.blind_review:
+            return self._take_blind(record, data)
+        if record.verdict is Verdict.REJECT:
+            self._verdict = record
+            return "reject accepted"
+        state.approved_by.append(record.reviewer)
+        if isinstance(data, ApproveInput) and record.edited:
+            self._edit = data
+        if len(state.approved_by) < state.approvals_required:
+            return (f"approval {len(state.approved_by)} of {state.approvals_required} recorded; "
+                    "another approver is needed")
+        self._verdict = record
+        return "approve accepted"
+
+    def _take_blind(self, record: ReviewRecord, data: ApproveInput | RejectInput) -> str:
+        """Collect a blind verdict; decide once every required reviewer gave one.
+
+        Unlike four-eyes, a rejection waits for the other verdicts (the pair is
+        the point). Any rejection rejects. Approvals execute only an output every
+        reviewer approved: one who edited and one who approved as proposed approved
+        different outputs, and neither saw the other's, so that fails closed too,
+        with the edit kept as the correct answer.
+        """
+        state = self._state
+        if isinstance(data, ApproveInput):
+            state.approved_by.append(record.reviewer)
+            self._blind_edits[record.request_id] = data
+        verdicts = [r for r in state.reviews
+                    if r.accepted and r.blind and r.attempt == state.attempt]
+        if len(verdicts) < state.approvals_required:
+            return (f"blind verdict {len(verdicts)} of {state.approvals_required} recorded; "
+                    "an independent reviewer decides too")
+        rejection = next((r for r in verdicts if r.verdict is Verdict.REJECT), None)
+        if rejection is not None:
+            self._verdict = rejection
+            return (f"{record.verdict.value} recorded; blind double review rejected "
+                    f"(rejected by {rejection.reviewer})")
+        approvals = [self._blind_edits[r.request_id] for r in verdicts]
+        outputs = {(a.output, a.action.model_dump_json() if a.action else None)
+                   for a in approvals}
+        edits = [a for a in approvals if a.output is not None or a.action is not None]
+        if len(outputs) > 1:
+            self._verdict = record.model_copy(update={
+                "request_id": f"blind:{state.attempt}", "reviewer": "blind double review",
+                "verdict": Verdict.REJECT, "edited": False, "error_category": ErrorCategory.OTHER,
+                "reason": "blind reviewers approved different outputs; none has every "
+                          "reviewer's approval",
+                "correct_answer": next((a.output for a in edits if a.output is not None),
+                                       None)})
+            return "approve recorded; blind reviewers approved different outputs: rejected"
+        self._edit = edits[0] if edits else None
+        self._verdict = record
+        return "approve accepted"
+
+    async def _authorize(self, reviewer: str) -> str | None:
+        """The registry's refusal, or None. Fails closed if the registry is unreachable."""
+        state = self._state
+        if self._verdict is not None or state.risk is None or not (
+                state.zone and state.zone.needs_review):
+            return None  # refused anyway by review_refusal; no lookup needed
+        try:
+            result: AuthorizeResult = await workflow.execute_local_activity(
+                "authorize_review", AuthorizeInput(reviewer=reviewer, risk=state.risk),
+                result_type=AuthorizeResult, start_to_close_timeout=options.STORE_TIMEOUT,
+                retry_policy=options.AUTHORIZE_RETRY, summary=f"authorize {reviewer}",
+            )
+        except (ActivityError, ApplicationError) as exc:
+            return f"reviewer registry unavailable, refusing: {_cause(exc)}"
+        return None if result.allowed else result.reason
+
+    # ------------------------------------------------------------ visibility
+
+    def _upsert(self) -> None:
+        state = self._state
+        updates: list[SearchAttributeUpdate[Any]] = [
+            sa.STATUS.value_set(state.status.value), sa.PRIORITY.value_set(state.priority)]
+        if state.zone is not None:
+            updates.append(sa.ZONE.value_set(state.zone.value))
+        if state.risk is not None:
+            updates.append(sa.RISK.value_set(state.risk.value))
+        if state.sla_deadline is not None:
+            updates.append(sa.SLA_DEADLINE.value_set(state.sla_deadline))
+        if state.attempt > 0:  # a regenerated output comes with its own confidence
+            updates.append(sa.CONFIDENCE.value_set(state.confidence))
+        workflow.upsert_search_attributes(updates)
+
+    async def _publish(self) -> None:
+        """Make the gate's state visible: search attributes and the review queue row."""
+        self._upsert()
+        self._queue_version += 1
+        summary, state = summary_for(self._request), self._state
+        if state.attempt:
+            summary = f"regenerated output {state.attempt} · {summary}"
+        if state.blind_review:
+            summary = f"blind double review: independent verdict · {summary}"
+        await workflow.execute_activity(
+            "update_queue",
+            queue_entry(state, summary=summary, version=self._queue_version),
+            result_type=RecordResult, start_to_close_timeout=options.STORE_TIMEOUT,
+            schedule_to_close_timeout=options.STORE_SCHEDULE_TO_CLOSE,
+            retry_policy=options.STORE_RETRY, summary="review queue",
+        )
+
+    def _labels(self) -> dict[str, str]:
+        state = self._state
+        return {"zone": state.zone.value if state.zone else "none",
+                "risk": state.risk.value if state.risk else "none"}
+
+    def _count(self, name: str, **extra: str) -> None:
+        metrics.count(workflow.metric_meter(), name, {**self._labels(), **extra})
+
+    def _details(self, step: str) -> None:
+        state = blind_view(self._state, decided=self._verdict is not None)
+        workflow.set_current_details(render_details(step, state))
+
+
+def _signal_payload(name: str, args: Sequence[Any],
+                    model: type[ReviewT]) -> ReviewT | None:
+    """The one review payload of a signal, or None (logged) for anything else.
+
+    Untyped varargs arrive JSON-decoded (a dict for a review object); a raw value
+    is decoded the same way. Validation happens here, where a failure can be dropped.
+    """
+    if len(args) != 1:
+        workflow.logger.warning("dropped %s signal with %d arguments (expected 1)",
+                                name, len(args))
+        return None
+    value = args[0]
+    try:
+        if isinstance(value, RawValue):
+            value = workflow.payload_converter().from_payload(value.payload)
+        return model.model_validate(value)
+    except (ValidationError, ValueError, TypeError) as exc:
+        workflow.logger.warning("dropped malformed %s signal: %s", name,
+                                str(exc).splitlines()[0][:200])
+        return None
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost failure message, for reasons shown to reviewers."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
