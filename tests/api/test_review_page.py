@@ -106,6 +106,11 @@ async def test_review_with_the_keyboard_in_chromium(
             for request in (to_approve, to_reject, provisional):
                 await http.post("/api/decisions", json=request.model_dump(mode="json"))
                 await until(lambda r=request: _status_in(hitl, r.decision_id))  # type: ignore[misc]
+            # The page reloads its queue only every 20 s: open it once the queue it will
+            # show has settled (the $60 one delivered provisionally, past its 1 s SLA),
+            # or a slow machine shows that one as overdue for the whole check.
+            await until(lambda: _queue_settled(http, tokens["ann"], provisional.decision_id),
+                        within=30)
 
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(
@@ -181,3 +186,13 @@ async def test_review_with_the_keyboard_in_chromium(
 async def _status_in(hitl: Any, decision_id: str) -> bool:
     status = (await hitl.status(decision_id)).status
     return bool(status in (DecisionStatus.PENDING_REVIEW, DecisionStatus.PROVISIONAL))
+
+
+async def _queue_settled(http: httpx.AsyncClient, token: str, provisional_id: str) -> bool:
+    response = await http.get("/api/queue", params={"task_type": TASK},
+                              headers={"Authorization": f"Bearer {token}"})
+    response.raise_for_status()
+    items = response.json()["items"]
+    statuses = {item["decision_id"]: item["status"] for item in items}
+    return (len(items) == 4 and statuses.get(provisional_id) == "provisional"
+            and sum(bool(item["overdue"]) for item in items) == 1)
