@@ -65,6 +65,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
             key = f"{name}_cpu_ms_per_decision"
             out.append(Row(f"autonomous {name} CPU per decision (ms)", _num(h[key], 2),
                            _num(b[key], 2), _num(_ratio(h[key], b[key]), 2, "x")))
+        if "floor" in auto:
+            out += _floor_rows(auto)
     gate = results.get("gate")
     if gate:
         h, b = gate["hitl"], gate["baseline"]
@@ -77,6 +79,12 @@ def rows(results: dict[str, Any]) -> list[Row]:
         key = "worker_cpu_ms_per_decision"
         out.append(Row("gate worker CPU per approval (ms)", _num(h[key], 2), _num(b[key], 2),
                        _num(_ratio(h[key], b[key]), 2, "x")))
+        if "floor" in gate:
+            f = gate["floor"]
+            for label, (x, y) in (("floor vs baseline", (f, b)), ("hitl vs floor", (h, f))):
+                p50x, p50y = x["latency_ms"]["p50"], y["latency_ms"]["p50"]
+                out.append(Row(f"gate latency p50, {label} (ms)", _num(p50x), _num(p50y),
+                               _num(_ratio(p50x, p50y), 2, "x")))
     scale = results.get("pending")
     if scale:
         out.append(Row("worker RSS idle, before pending (MB)", _num(scale["idle_worker_rss_mb"]),
@@ -117,6 +125,30 @@ def rows(results: dict[str, Any]) -> list[Row]:
             out.append(Row(f"certify_threshold, {calibration['n']:,} labels (s)",
                            _num(calibration["seconds"], 3), target="< 1 s",
                            met=_check(calibration["seconds"], 1.0, at_least=False)))
+    return out
+
+
+def _floor_rows(auto: dict[str, Any]) -> list[Row]:
+    """The decomposition rows: "A vs B" puts A in the hitl column, B in the baseline's."""
+    h, b, f = auto["hitl"], auto["baseline"], auto["floor"]
+    out: list[Row] = []
+    for label, (x, y) in (("floor vs baseline", (f, b)), ("hitl vs floor", (h, f))):
+        out.append(Row(f"autonomous throughput, {label} (decisions/s)",
+                       _num(x["throughput_per_second"]), _num(y["throughput_per_second"]),
+                       _num(_ratio(x["throughput_per_second"], y["throughput_per_second"]),
+                            2, "x")))
+        p50x, p50y = x["latency_ms"]["p50"], y["latency_ms"]["p50"]
+        out.append(Row(f"autonomous latency p50, {label} (ms)", _num(p50x), _num(p50y),
+                       _num(_ratio(p50x, p50y), 2, "x")))
+        for name in ("worker", "server"):
+            key = f"{name}_cpu_ms_per_decision"
+            out.append(Row(f"autonomous {name} CPU per decision, {label} (ms)",
+                           _num(x[key], 2), _num(y[key], 2), _num(_ratio(x[key], y[key]), 2, "x")))
+    unloaded = auto.get("unloaded", {}).get("latency_ms", {})
+    if "floor" in unloaded:
+        p50f, p50b = unloaded["floor"]["p50"], unloaded["baseline"]["p50"]
+        out.append(Row("autonomous latency p50 unloaded, floor vs baseline (ms)", _num(p50f),
+                       _num(p50b), _num(_ratio(p50f, p50b), 2, "x")))
     return out
 
 

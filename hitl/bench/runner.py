@@ -1,7 +1,8 @@
 """The autonomous and gate phases against a running ``Harness``, as plain JSON data.
 
-hitl and the baseline run on the same server, at the same concurrency, in
-alternating rounds, so drift in the machine's other load lands on both.
+hitl, the bare baseline and the floor (``hitl.bench.floor``: hitl's Temporal
+steps without hitl's code) run on the same server, at the same concurrency, in
+rounds whose order rotates, so drift in the machine's other load lands on all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from temporalio.client import WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+
+from hitl import search_attributes as sa
 from hitl.bench.harness import BenchError, Harness
 from hitl.bench.load import (
     LoadResult,
@@ -24,6 +34,7 @@ from hitl.bench.load import (
     until,
 )
 from hitl.bench.scenarios import REVIEWER, auto_request, gate_request
+from hitl.client import MEMO_DIGEST
 from hitl.enums import DecisionStatus, Zone
 from hitl.request import DecisionRequest
 from hitl.review import ApproveInput
@@ -106,12 +117,38 @@ def _hitl_decide(h: Harness) -> Callable[[DecisionRequest], Awaitable[float]]:
     return decide
 
 
-def _bare_run(h: Harness) -> Callable[[str], Awaitable[float]]:
+def _bare_run(h: Harness, workflow: str = "BareWorkflow"
+              ) -> Callable[[str], Awaitable[float]]:
     async def run(workflow_id: str) -> float:
         started = time.perf_counter()
         handle = await h.client.start_workflow(
-            "BareWorkflow", workflow_id, id=workflow_id,
+            workflow, workflow_id, id=workflow_id,
             task_queue=h.baseline_worker.task_queue, result_type=str)
+        await handle.result()
+        return time.perf_counter() - started
+    return run
+
+
+def _floor_start(h: Harness, workflow_id: str, workflow: str
+                 ) -> Awaitable[WorkflowHandle[Any, str]]:
+    """Start a floor workflow the way ``HitlClient.submit`` starts a decision: the same
+    conflict policies, memo, search attributes and summary, with stand-in values."""
+    return h.client.start_workflow(
+        workflow, workflow_id, id=workflow_id, task_queue=h.baseline_worker.task_queue,
+        result_type=str, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        memo={MEMO_DIGEST: "0" * 64},
+        search_attributes=TypedSearchAttributes([
+            SearchAttributePair(sa.TASK_TYPE, "ticket_classification"),
+            SearchAttributePair(sa.CONFIDENCE, 0.95),
+            SearchAttributePair(sa.STATUS, DecisionStatus.SCREENING.value)]),
+        static_summary=f"floor · {workflow_id}")
+
+
+def _floor_run(h: Harness) -> Callable[[str], Awaitable[float]]:
+    async def run(workflow_id: str) -> float:
+        started = time.perf_counter()
+        handle = await _floor_start(h, workflow_id, "FloorWorkflow")
         await handle.result()
         return time.perf_counter() - started
     return run
@@ -124,58 +161,62 @@ def _ids(prefix: str, count: int) -> list[str]:
 # ---------------------------------------------------------------------- phases
 
 async def autonomous(h: Harness, config: BenchConfig, tag: str) -> dict[str, Any]:
-    """N AUTO decisions submitted and awaited, against the bare workflow, in rounds."""
-    decide, bare = _hitl_decide(h), _bare_run(h)
+    """N AUTO decisions submitted and awaited, against the bare and the floor workflows,
+    in rounds whose order rotates."""
+    systems: dict[str, tuple[Callable[[int, str], list[Any]], Callable[[Any], Awaitable[float]]]]
+    systems = {
+        "baseline": (lambda n, p: _ids(f"{tag}-{p}b", n), _bare_run(h)),
+        "floor": (lambda n, p: _ids(f"{tag}-{p}f", n), _floor_run(h)),
+        "hitl": (lambda n, p: [auto_request(f"{tag}-{p}h", i) for i in range(n)],
+                 _hitl_decide(h)),
+    }
     warm = min(config.warmup, config.decisions)
-    await closed_loop([auto_request(f"{tag}-warm", i) for i in range(warm)], decide,
-                      concurrency=config.concurrency)
-    await closed_loop(_ids(f"{tag}-bwarm", warm), bare, concurrency=config.concurrency)
+    for make, op in systems.values():
+        await closed_loop(make(warm, "warm"), op, concurrency=config.concurrency)
     # Unloaded: one at a time, so the figure is the path's own latency, not queueing.
     probe = min(config.probe, config.decisions)
-    unloaded = {
-        "baseline": await closed_loop(_ids(f"{tag}-bprobe", probe), bare, concurrency=1),
-        "hitl": await closed_loop([auto_request(f"{tag}-probe", i) for i in range(probe)],
-                                  decide, concurrency=1),
-    }
-    hitl, base = _Tally(), _Tally()
+    unloaded = {name: await closed_loop(make(probe, "probe"), op, concurrency=1)
+                for name, (make, op) in systems.items()}
+    tallies = {name: _Tally() for name in systems}
+    names = list(systems)
     rounds = max(1, min(config.rounds, config.decisions))
     for r in range(rounds):
         size = config.decisions // rounds + (1 if r < config.decisions % rounds else 0)
-        requests = [auto_request(f"{tag}-auto{r}", i) for i in range(size)]
-        bare_ids = _ids(f"{tag}-bare{r}", size)
-        runs: list[tuple[str, _Tally, Callable[[], Awaitable[LoadResult]]]] = [
-            ("baseline", base, partial(
-                closed_loop, bare_ids, bare, concurrency=config.concurrency,
-                progress=Progress(f"autonomous baseline {r + 1}/{rounds}", size,
-                                  enabled=config.progress))),
-            ("hitl", hitl, partial(
-                closed_loop, requests, decide, concurrency=config.concurrency,
-                progress=Progress(f"autonomous hitl {r + 1}/{rounds}", size,
-                                  enabled=config.progress))),
-        ]
-        if r % 2:  # alternate which goes first
-            runs.reverse()
-        for worker, tally, run in runs:
-            await _measured(h, tally, worker, run)
-    hitl_summary, base_summary = hitl.summary(), base.summary()
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+        for name in order:
+            make, op = systems[name]
+            await _measured(h, tallies[name], "hitl" if name == "hitl" else "baseline",
+                            partial(closed_loop, make(size, f"r{r}"), op,
+                                    concurrency=config.concurrency,
+                                    progress=Progress(f"autonomous {name} {r + 1}/{rounds}",
+                                                      size, enabled=config.progress)))
+    summaries = {name: tally.summary() for name, tally in tallies.items()}
     unloaded_ms = {name: latency_summary_ms(result.latencies)
                    for name, result in unloaded.items()}
     return {
         "decisions": config.decisions, "concurrency": config.concurrency, "rounds": rounds,
-        "warmup": warm + probe, "hitl": hitl_summary, "baseline": base_summary,
+        "warmup": warm + probe, **summaries,
         "unloaded": {"decisions": probe, "latency_ms": unloaded_ms,
                      "p50_ratio": _ratio(unloaded_ms["hitl"]["p50"],
-                                         unloaded_ms["baseline"]["p50"])},
-        "ratios": {
-            "throughput": _ratio(hitl_summary["throughput_per_second"],
-                                 base_summary["throughput_per_second"]),
-            "p50": _ratio(hitl_summary["latency_ms"]["p50"], base_summary["latency_ms"]["p50"]),
-            "p95": _ratio(hitl_summary["latency_ms"]["p95"], base_summary["latency_ms"]["p95"]),
-            "worker_cpu_per_decision": _ratio(hitl_summary["worker_cpu_ms_per_decision"],
-                                              base_summary["worker_cpu_ms_per_decision"]),
-            "server_cpu_per_decision": _ratio(hitl_summary["server_cpu_ms_per_decision"],
-                                              base_summary["server_cpu_ms_per_decision"]),
-        },
+                                         unloaded_ms["baseline"]["p50"]),
+                     "floor_p50_ratio": _ratio(unloaded_ms["floor"]["p50"],
+                                               unloaded_ms["baseline"]["p50"])},
+        "ratios": _auto_ratios(summaries["hitl"], summaries["baseline"]),
+        # The decomposition: what Temporal charges for hitl's steps, and what hitl adds.
+        "floor_ratios": _auto_ratios(summaries["floor"], summaries["baseline"]),
+        "hitl_over_floor": _auto_ratios(summaries["hitl"], summaries["floor"]),
+    }
+
+
+def _auto_ratios(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float | None]:
+    return {
+        "throughput": _ratio(a["throughput_per_second"], b["throughput_per_second"]),
+        "p50": _ratio(a["latency_ms"]["p50"], b["latency_ms"]["p50"]),
+        "p95": _ratio(a["latency_ms"]["p95"], b["latency_ms"]["p95"]),
+        "worker_cpu_per_decision": _ratio(a["worker_cpu_ms_per_decision"],
+                                          b["worker_cpu_ms_per_decision"]),
+        "server_cpu_per_decision": _ratio(a["server_cpu_ms_per_decision"],
+                                          b["server_cpu_ms_per_decision"]),
     }
 
 
@@ -207,13 +248,15 @@ async def gate(h: Harness, config: BenchConfig, tag: str) -> dict[str, Any]:
     count = config.gate_decisions
     requests = [gate_request(f"{tag}-gate", i) for i in range(count)]
     await submit_all(h, requests, config, "gate: submitting")
-    bare_ids = _ids(f"{tag}-bsig", count)
+    bare_ids, floor_ids = _ids(f"{tag}-bsig", count), _ids(f"{tag}-fsig", count)
     await asyncio.gather(*(h.client.start_workflow(
         "BareSignalWorkflow", i, id=i, task_queue=h.baseline_worker.task_queue)
         for i in bare_ids))
+    await asyncio.gather(*(_floor_start(h, i, "FloorSignalWorkflow") for i in floor_ids))
     await until(lambda: counted(h, PENDING_QUERY, count), within=300,
                 what=f"{count} decisions pending review")
-    await until(lambda: _at_rest(h, bare_ids), within=300, what="bare workflows waiting")
+    await until(lambda: _at_rest(h, [*bare_ids, *floor_ids]), within=300,
+                what="bare and floor workflows waiting")
 
     async def approve(request: DecisionRequest) -> float:
         started = time.perf_counter()
@@ -232,19 +275,25 @@ async def gate(h: Harness, config: BenchConfig, tag: str) -> dict[str, Any]:
         await handle.result()
         return time.perf_counter() - started
 
-    hitl, base = _Tally(), _Tally()
-    await _measured(h, base, "baseline", lambda: closed_loop(
-        bare_ids, signal_bare, concurrency=config.gate_concurrency,
-        progress=Progress("gate baseline: signal→done", count, enabled=config.progress)))
-    await _measured(h, hitl, "hitl", lambda: closed_loop(
-        requests, approve, concurrency=config.gate_concurrency,
-        progress=Progress("gate hitl: approve→executed", count, enabled=config.progress)))
-    hitl_summary, base_summary = hitl.summary(), base.summary()
+    tallies = {"baseline": _Tally(), "floor": _Tally(), "hitl": _Tally()}
+    runs: list[tuple[str, Callable[..., Awaitable[LoadResult]]]] = [
+        ("baseline", partial(closed_loop, bare_ids, signal_bare)),
+        ("floor", partial(closed_loop, floor_ids, signal_bare)),
+        ("hitl", partial(closed_loop, requests, approve))]
+    for name, load in runs:
+        await _measured(h, tallies[name], "hitl" if name == "hitl" else "baseline",
+                        partial(load, concurrency=config.gate_concurrency,
+                                progress=Progress(f"gate {name}: signal→done", count,
+                                                  enabled=config.progress)))
+    summaries = {name: tally.summary() for name, tally in tallies.items()}
+
+    def ratios(a: str, b: str) -> dict[str, float | None]:
+        return {q: _ratio(summaries[a]["latency_ms"][q], summaries[b]["latency_ms"][q])
+                for q in ("p50", "p95")}
     return {
-        "decisions": count, "concurrency": config.gate_concurrency,
-        "hitl": hitl_summary, "baseline": base_summary,
-        "ratios": {q: _ratio(hitl_summary["latency_ms"][q], base_summary["latency_ms"][q])
-                   for q in ("p50", "p95")},
+        "decisions": count, "concurrency": config.gate_concurrency, **summaries,
+        "ratios": ratios("hitl", "baseline"), "floor_ratios": ratios("floor", "baseline"),
+        "hitl_over_floor": ratios("hitl", "floor"),
     }
 
 

@@ -2,9 +2,10 @@
 
 ``hitl`` runs the real worker (``worker.main.running_worker``, the function
 ``python -m worker`` runs) on the benchmark's SQLite store; ``baseline`` runs
-the bare workflows of ``hitl.bench.baseline``. A process each, so the harness
-reads each one's resident memory and CPU time from ``/proc`` without counting
-its own client, and a profiler can attach by PID. Prints ``ready`` once polling
+the bare workflows of ``hitl.bench.baseline`` and the floor workflows of
+``hitl.bench.floor``. A process each, so the harness reads each one's resident
+memory and CPU time from ``/proc`` without counting its own client, and a
+profiler can attach by PID. Prints ``ready`` once polling
 and stops on SIGTERM.
 """
 
@@ -20,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from hitl.bench.baseline import BareSignalWorkflow, BareWorkflow, bare_touch
+from hitl.bench.floor import FloorSignalWorkflow, FloorWorkflow, floor_step
 from hitl.connection import data_converter
 from hitl.policy import Policy, load_policy, parse_policy
 
@@ -54,7 +56,9 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     client = await Client.connect(args.address, namespace=args.namespace,
                                   data_converter=data_converter())
     async with Worker(client, task_queue=args.task_queue,
-                      workflows=[BareWorkflow, BareSignalWorkflow], activities=[bare_touch]):
+                      workflows=[BareWorkflow, BareSignalWorkflow, FloorWorkflow,
+                                 FloorSignalWorkflow],
+                      activities=[bare_touch, floor_step]):
         _ready()
         await stop.wait()
 

@@ -33,7 +33,7 @@ def test_quick_bench_runs_every_phase_and_executes_every_decision(
     assert results["checks"]["ledger_rows"] == results["checks"]["expected_executions"]
 
     auto = results["autonomous"]
-    for system in ("hitl", "baseline"):
+    for system in ("hitl", "baseline", "floor"):
         assert auto[system]["completed"] == auto["decisions"]
         assert auto[system]["errors"] == 0
         assert auto[system]["throughput_per_second"] > 0
@@ -44,9 +44,17 @@ def test_quick_bench_runs_every_phase_and_executes_every_decision(
     assert all(value is not None and value > 0 for value in auto["ratios"].values()), \
         auto["ratios"]
 
+    # The decomposition: hitl's Temporal steps alone (the floor) against the bare
+    # workflow, and hitl against the floor, every figure defined.
+    for ratios in (auto["floor_ratios"], auto["hitl_over_floor"]):
+        assert all(value is not None and value > 0 for value in ratios.values()), ratios
+    assert auto["unloaded"]["floor_p50_ratio"] > 0
+
     gate = results["gate"]
-    assert gate["hitl"]["completed"] == gate["baseline"]["completed"] == gate["decisions"]
-    assert gate["ratios"]["p50"] is not None and gate["ratios"]["p50"] > 0
+    assert (gate["hitl"]["completed"] == gate["baseline"]["completed"]
+            == gate["floor"]["completed"] == gate["decisions"])
+    for ratios in (gate["ratios"], gate["floor_ratios"], gate["hitl_over_floor"]):
+        assert ratios["p50"] is not None and ratios["p50"] > 0, ratios
 
     scale = results["pending"]
     total = results["config"]["pending"]
@@ -63,6 +71,7 @@ def test_quick_bench_runs_every_phase_and_executes_every_decision(
 
     table = capsys.readouterr().out
     assert "autonomous throughput" in table and "gate latency p50" in table
+    assert "autonomous throughput, hitl vs floor" in table
     text = markdown.read_text()
     assert text.startswith("# notes kept") and text.rstrip().endswith("tail kept")
     assert "STALE-BLOCK" not in text and "| autonomous throughput (decisions/s) |" in text
