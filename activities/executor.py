@@ -71,20 +71,34 @@ class ExecutorActivities:
 
     @activity.defn(name="execute_action")
     async def execute_action(self, data: ExecuteInput) -> ExecutionResult:
+        url = data.action.target_url
+        if not url:
+            # The ledger row is the action: one transaction looks it up and inserts it
+            # (record_execution's insert-once), one thread hop instead of two.
+            saved, inserted = await asyncio.to_thread(self._record, _row(data, None))
+            if not inserted:
+                _deduplicated(data)
+            return _result(saved, deduplicated=not inserted, data=data)
         existing = await asyncio.to_thread(self._find, data)
         if existing is not None:
-            metrics.count(activity.metric_meter(), metrics.EXECUTOR_DEDUP,
-                          {"phase": data.phase.value})
-            activity.logger.info("execution deduplicated", extra={
-                "decision_id": data.decision_id, "phase": data.phase.value})
+            _deduplicated(data)
             return _result(existing, deduplicated=True, data=data)
-        url = data.action.target_url
-        status_code = await self._post(data, url) if url else None
-        row = ExecutionRow(
-            decision_id=data.decision_id, phase=data.phase.value,
-            executor="http" if url else "ledger", action_type=data.action.type,
-            idempotency_key=data.idempotency_key, target_url=url, status_code=status_code,
-            output=data.output, params_json=json.dumps(data.action.params, sort_keys=True),
-        )
-        saved, inserted = await asyncio.to_thread(self._record, row)
+        status_code = await self._post(data, url)
+        saved, inserted = await asyncio.to_thread(self._record, _row(data, status_code))
         return _result(saved, deduplicated=not inserted, data=data)
+
+
+def _row(data: ExecuteInput, status_code: int | None) -> ExecutionRow:
+    url = data.action.target_url
+    return ExecutionRow(
+        decision_id=data.decision_id, phase=data.phase.value,
+        executor="http" if url else "ledger", action_type=data.action.type,
+        idempotency_key=data.idempotency_key, target_url=url, status_code=status_code,
+        output=data.output, params_json=json.dumps(data.action.params, sort_keys=True),
+    )
+
+
+def _deduplicated(data: ExecuteInput) -> None:
+    metrics.count(activity.metric_meter(), metrics.EXECUTOR_DEDUP, {"phase": data.phase.value})
+    activity.logger.info("execution deduplicated", extra={
+        "decision_id": data.decision_id, "phase": data.phase.value})
