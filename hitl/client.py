@@ -3,6 +3,7 @@
 One path to Temporal for the CLI, the HTTP API and the tests. Submitting is
 idempotent on the decision ID: the same payload attaches to the one workflow
 (even after it finished), a different payload is a ``DecisionConflict``.
+Callers without an event loop use the blocking ``hitl.client_sync.SyncHitlClient``.
 """
 
 from __future__ import annotations
