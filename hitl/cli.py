@@ -1,7 +1,9 @@
 """``hitl``: run the stack, submit decisions, review them, inspect the queue.
 
 Exit codes: 0 success, 2 bad input or an unknown/closed/conflicting decision
-(one line on stderr, nothing written), 1 anything else (Temporal unreachable).
+(one line on stderr, nothing written), 3 ``submit --wait --timeout`` ran out
+while the decision is still running (it goes on), 1 anything else (Temporal
+unreachable).
 """
 
 from __future__ import annotations
@@ -25,9 +27,16 @@ from hitl.review import ApproveInput, RejectInput
 from hitl.settings import Settings
 
 if TYPE_CHECKING:
-    from hitl.client import QueueItem
+    from hitl.client import HitlClient, QueueItem
 
 EXIT_BAD_INPUT = 2
+EXIT_STILL_RUNNING = 3
+
+
+class StillRunning(HitlError):
+    """``submit --wait --timeout`` ran out first. Not a failure of the decision
+    (durable, it goes on), so it gets its own exit code: a script can tell "wait
+    longer" from "fix the input" (2) and "Temporal is down" (1)."""
 
 
 def _emit(value: BaseModel | list[Any] | dict[str, Any], as_json: bool, text: str) -> None:
@@ -67,7 +76,11 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> None:
     hitl = await HitlClient.connect(settings)
     submission = await hitl.submit(request)
     if args.wait:
-        state = await hitl.wait(request.decision_id, timeout=args.timeout)
+        try:
+            state = await hitl.wait(request.decision_id, timeout=args.timeout)
+        except TimeoutError:
+            raise StillRunning(await _still_running(hitl, request.decision_id, args.timeout)
+                               ) from None
     else:
         state = await hitl.status(request.decision_id)
         for _ in range(50):  # screening takes milliseconds; show the zone when known
@@ -78,6 +91,26 @@ async def _submit(args: argparse.Namespace, settings: Settings) -> None:
     attached = " (already submitted)" if submission.attached else ""
     _emit(state, args.json, f"{state.decision_id}\tzone={state.zone.value if state.zone else '-'}"
           f"\tstatus={state.status.value}{attached}")
+
+
+async def _still_running(client: HitlClient, decision_id: str, waited: float) -> str:
+    """The line for a wait that ran out. The status comes from the workflow's
+    ``HitlStatus`` search attribute (one describe, answered without a worker) and
+    is left out if even that does not answer promptly: the line must not wait."""
+    from temporalio.service import RPCError
+
+    from hitl import search_attributes as sa
+
+    status = ""
+    try:
+        description = await asyncio.wait_for(
+            client.temporal.get_workflow_handle(decision_id).describe(), 2.0)
+        current = description.typed_search_attributes.get(sa.STATUS)
+        status = f" (status {current})" if current else ""
+    except (TimeoutError, RPCError):
+        pass
+    return (f"decision {decision_id} not finished after {waited:g}s{status}; "
+            f"it goes on: hitl status {decision_id}")
 
 
 async def _status(args: argparse.Namespace, settings: Settings) -> None:
@@ -282,7 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="submit a decision request (JSON file or -)")
     submit.add_argument("file")
     submit.add_argument("--wait", action="store_true", help="wait for the outcome")
-    submit.add_argument("--timeout", type=float, default=None)
+    submit.add_argument("--timeout", type=float, default=None,
+                        help="seconds --wait waits at most; if the decision is still "
+                             f"running then, exit {EXIT_STILL_RUNNING} with one line on "
+                             "stderr (the decision goes on: hitl status ID)")
     submit.set_defaults(run=_submit, json_flag=True)
 
     status = sub.add_parser("status", help="a decision's full state")
@@ -397,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
         runner: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, None]] = args.run
         asyncio.run(runner(args, settings))
+    except StillRunning as exc:
+        print(f"hitl: {exc}", file=sys.stderr)
+        return EXIT_STILL_RUNNING
     except (HitlError, ValidationError) as exc:
         message = _validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
         print(f"hitl: error: {message}", file=sys.stderr)

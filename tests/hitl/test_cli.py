@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from hitl.enums import DecisionStatus
 from tests.conftest import BIN, WorkerFactory
@@ -155,3 +156,22 @@ async def test_reviewers_add_list_disable(tmp_path: Path) -> None:
     assert code == 0 and "active=False" in out
     code, out, _ = await hitl("reviewers", "list", "--json", env=env)
     assert json.loads(out) == [{"name": "alice", "risks": "low,high", "active": False}]
+
+
+async def test_submit_wait_timeout_exits_3_and_the_decision_goes_on(
+        cli_env: dict[str, str], client: Client, hitl_worker: WorkerFactory) -> None:
+    request = make_request(confidence=0.4, task_type=f"cli_{uuid.uuid4().hex[:8]}")
+    async with hitl_worker():
+        code, out, err = await hitl("submit", "-", "--wait", "--timeout", "1", env=cli_env,
+                                    stdin=request.model_dump_json())
+        assert code == 3 and out == "", err
+        assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("hitl: ")
+        assert f"decision {request.decision_id} not finished after 1s" in err
+        assert re.search(r"\(status (screening|pending_review)\)", err), err
+        assert f"hitl status {request.decision_id}" in err
+
+        code, out, err = await hitl("status", request.decision_id, "--json", env=cli_env)
+        assert code == 0, err
+        assert json.loads(out)["status"] == DecisionStatus.PENDING_REVIEW.value
+        description = await client.get_workflow_handle(request.decision_id).describe()
+        assert description.status == WorkflowExecutionStatus.RUNNING
