@@ -1,4 +1,9 @@
-"""API fixtures: the real app over a real worker, the dev server and a SQLite store."""
+"""API fixtures: the real app over a real worker and the dev server.
+
+``make_api``/``api`` run on a SQLite store; ``make_api_any_store``/``api_any_store``
+run on the parametrized ``engine`` (SQLite and PostgreSQL), for the main path only,
+so the whole suite does not pay for PostgreSQL twice.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ class Api:
     http: httpx.AsyncClient
     hitl: HitlClient
     tokens: dict[str, str]
+    # The store both the worker and the app use: tests read its rows back from here.
+    engine: Engine
 
     def auth(self, reviewer: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[reviewer]}"}
@@ -57,25 +64,46 @@ def reviewer_tokens(engine: Engine) -> dict[str, str]:
     return tokens
 
 
-@pytest.fixture
-def make_api(hitl_worker: WorkerFactory, sqlite_engine: Engine
-             ) -> Callable[..., contextlib.AbstractAsyncContextManager[Api]]:
-    """``async with make_api(policy=...) as api`` : app + worker + an HTTP client."""
+ApiFactory = Callable[..., contextlib.AbstractAsyncContextManager[Api]]
+
+
+def api_factory(hitl_worker: WorkerFactory, engine: Engine) -> ApiFactory:
+    """The worker and the app on one store: the worker writes the reviews, the queue
+    rows and reads the registry there; the app authenticates and lists from it. Two
+    stores would pass tests by accident (a token known to one, a row written to the other)."""
 
     @contextlib.asynccontextmanager
     async def factory(**worker_options: object) -> AsyncIterator[Api]:
-        tokens = reviewer_tokens(sqlite_engine)
-        async with hitl_worker(**worker_options) as hitl:
-            app = create_app(hitl=hitl, engine=sqlite_engine)
+        tokens = reviewer_tokens(engine)
+        async with hitl_worker(engine=engine, **worker_options) as hitl:
+            app = create_app(hitl=hitl, engine=engine)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://hitl.test") as http:
-                yield Api(http=http, hitl=hitl, tokens=tokens)
+                yield Api(http=http, hitl=hitl, tokens=tokens, engine=engine)
 
     return factory
 
 
 @pytest.fixture
-async def api(make_api: Callable[..., contextlib.AbstractAsyncContextManager[Api]]
-              ) -> AsyncIterator[Api]:
+def make_api(hitl_worker: WorkerFactory, sqlite_engine: Engine) -> ApiFactory:
+    """``async with make_api(policy=...) as api`` : app + worker + an HTTP client, on SQLite."""
+    return api_factory(hitl_worker, sqlite_engine)
+
+
+@pytest.fixture
+def make_api_any_store(hitl_worker: WorkerFactory, engine: Engine) -> ApiFactory:
+    """``make_api`` on each store of the ``engine`` fixture: SQLite, then PostgreSQL in a
+    schema of its own that the fixture drops afterwards (skipped where none runs)."""
+    return api_factory(hitl_worker, engine)
+
+
+@pytest.fixture
+async def api(make_api: ApiFactory) -> AsyncIterator[Api]:
     async with make_api() as ready:
+        yield ready
+
+
+@pytest.fixture
+async def api_any_store(make_api_any_store: ApiFactory) -> AsyncIterator[Api]:
+    async with make_api_any_store() as ready:
         yield ready

@@ -1,4 +1,9 @@
-"""The HTTP API against the real dev server, a real worker and a SQLite store."""
+"""The HTTP API against the real dev server, a real worker and a real store.
+
+The main path (submit, queue, verdicts, the stored review, authorization) runs on
+SQLite and PostgreSQL (``api_any_store``); the rest stays on SQLite, where the store
+plays no different part.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from hitl.api import create_app
@@ -18,7 +23,7 @@ from hitl.client import HitlClient
 from hitl.enums import DecisionStatus
 from hitl.request import DecisionRequest
 from hitl.store import ReviewRow
-from tests.api.conftest import Api, reviewer_tokens
+from tests.api.conftest import Api, reviewer_tokens, until
 from tests.conftest import WorkerFactory
 from tests.factories import make_request
 from tests.http_servers import LocalServer, Target
@@ -27,9 +32,23 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _reviews(engine: Engine, decision_id: str) -> list[ReviewRow]:
+    """The stored reviews of a decision in the order they reached the workflow (they
+    are written in the background, so the insert order may differ)."""
     with Session(engine) as session:
         return list(session.exec(select(ReviewRow).where(
-            ReviewRow.decision_id == decision_id)).all())
+            ReviewRow.decision_id == decision_id).order_by(
+                col(ReviewRow.reviewed_at), col(ReviewRow.id))).all())
+
+
+def _stored(engine: Engine, decision_id: str) -> list[tuple[str, str, bool]]:
+    return [(r.reviewer, r.verdict, r.accepted) for r in _reviews(engine, decision_id)]
+
+
+async def _queued(api: Api, task_type: str) -> list[str]:
+    response = await api.http.get("/api/queue", params={"task_type": task_type},
+                                  headers=api.auth("ann"))
+    assert response.status_code == 200, response.text
+    return [item["decision_id"] for item in response.json()["items"]]
 
 
 def _critical(**overrides: Any) -> DecisionRequest:
@@ -61,6 +80,43 @@ async def test_openapi_schema_and_health(api: Api) -> None:
     assert {"HTTPBearer", "APIKeyCookie"} <= set(schema["components"]["securitySchemes"])
     queue_params = {p["name"] for p in paths["/api/queue"]["get"]["parameters"]}
     assert {"zone", "risk", "task_type", "overdue", "limit", "offset"} <= queue_params
+
+
+# ------------------------------------------------------------- the main path
+
+async def test_submit_queue_approve_state_on_each_store(api_any_store: Api) -> None:
+    """The worker writes the queue row and the review; the app reads both from the
+    same store: on PostgreSQL as on SQLite."""
+    api = api_any_store
+    task = f"main-{uuid.uuid4().hex[:8]}"  # its own task type: other tests' decisions stay out
+    request = make_request(task_type=task, confidence=0.3, action={"reversible": False})
+    created = await api.http.post("/api/decisions", json=request.model_dump(mode="json"))
+    assert created.status_code == 201, created.text
+
+    async def queued() -> bool:
+        return await _queued(api, task) == [request.decision_id]
+
+    await until(queued)
+    [item] = (await api.http.get("/api/queue", params={"task_type": task},
+                                 headers=api.auth("ann"))).json()["items"]
+    assert (item["status"], item["zone"], item["confidence"]) == ("pending_review", "queue", 0.3)
+
+    approve = await api.http.post(f"/api/decisions/{request.decision_id}/approve",
+                                  json={"reason": "checked the ticket"}, headers=api.auth("ann"))
+    assert approve.status_code == 200 and approve.json()["accepted"] is True
+    await api.hitl.wait(request.decision_id, timeout=20)
+    state = (await api.http.get(f"/api/decisions/{request.decision_id}")).json()
+    assert (state["status"], state["approved_by"]) == ("executed", ["ann"])
+    assert [(r["reviewer"], r["reason"]) for r in state["reviews"]] == [
+        ("ann", "checked the ticket")]
+
+    async def left_queue() -> bool:
+        return await _queued(api, task) == []
+
+    await until(left_queue)
+    [row] = _reviews(api.engine, request.decision_id)
+    assert (row.reviewer, row.verdict, row.accepted, row.reason, row.task_type) == (
+        "ann", "approve", True, "checked the ticket", task)
 
 
 # ---------------------------------------------------------------- submitting
@@ -129,7 +185,8 @@ async def test_reviewer_actions_need_a_valid_token(api: Api) -> None:
 
 # ------------------------------------------------------------- authorization
 
-async def test_self_approval_and_wrong_role_are_403(api: Api) -> None:
+async def test_self_approval_and_wrong_role_are_403(api_any_store: Api) -> None:
+    api = api_any_store  # the worker authorizes from this store's registry
     own = make_request(confidence=0.3, context={"requested_by": "ann"})
     high = make_request(task_type="price_adjustment", confidence=0.5, action={
         "type": "adjust_price", "params": {"sku": "s", "new_price": 2}, "reversible": False})
@@ -155,9 +212,17 @@ async def test_self_approval_and_wrong_role_are_403(api: Api) -> None:
                              headers=api.auth("ben"))
     assert ok.status_code == 200
     assert (await api.hitl.wait(high.decision_id, timeout=20)).approved_by == ["ben"]
+    assert (await api.hitl.wait(own.decision_id, timeout=20)).status is DecisionStatus.REJECTED
+    # The refusals are kept in the store as well as the verdicts.
+    assert _stored(api.engine, own.decision_id) == [("ann", "approve", False),
+                                                    ("ann", "reject", True)]
+    assert _stored(api.engine, high.decision_id) == [("june", "approve", False),
+                                                     ("ben", "approve", True)]
 
 
-async def test_four_eyes_same_reviewer_twice_is_403_then_second_executes(api: Api) -> None:
+async def test_four_eyes_same_reviewer_twice_is_403_then_second_executes(
+        api_any_store: Api) -> None:
+    api = api_any_store
     request = _critical()
     await api.waiting(request)
     url = f"/api/decisions/{request.decision_id}/approve"
@@ -171,6 +236,8 @@ async def test_four_eyes_same_reviewer_twice_is_403_then_second_executes(api: Ap
     final = await api.hitl.wait(request.decision_id, timeout=20)
     assert final.status is DecisionStatus.EXECUTED and final.approved_by == ["ann", "ben"]
     assert (await api.http.post(url, json={}, headers=api.auth("june"))).status_code == 409
+    assert _stored(api.engine, request.decision_id) == [
+        ("ann", "approve", True), ("ann", "approve", False), ("ben", "approve", True)]
 
 
 async def test_decided_but_still_running_is_409_not_403(
@@ -228,7 +295,8 @@ async def test_verdict_taken_while_authorizing_is_409(
 
 # ------------------------------------------------------------- the actions
 
-async def test_edit_flag_and_reject_carry_their_fields(api: Api, sqlite_engine: Engine) -> None:
+async def test_edit_flag_and_reject_carry_their_fields(api_any_store: Api) -> None:
+    api = api_any_store
     edited, flagged, rejected = (make_request(confidence=0.3, action={"reversible": False})
                                  for _ in range(3))
     for request in (edited, flagged, rejected):
@@ -259,9 +327,13 @@ async def test_edit_flag_and_reject_carry_their_fields(api: Api, sqlite_engine: 
     assert flagged_state.flagged_for_monitoring and flagged_state.status is DecisionStatus.EXECUTED
     assert (await api.hitl.wait(rejected.decision_id, timeout=20)).status is (
         DecisionStatus.REJECTED)
-    [row] = _reviews(sqlite_engine, rejected.decision_id)
+    [row] = _reviews(api.engine, rejected.decision_id)
     assert (row.reviewer, row.correct_answer, row.error_category, row.reason) == (
         "ben", "technical", "wrong_label", "wrong queue")
+    [edit_row] = _reviews(api.engine, edited.decision_id)
+    [flag_row] = _reviews(api.engine, flagged.decision_id)
+    assert (edit_row.edited, flag_row.flag_for_monitoring, flag_row.reason) == (
+        True, True, "borderline")
 
 
 # ----------------------------------------------------------------- the page's data

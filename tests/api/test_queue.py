@@ -1,4 +1,10 @@
-"""The review queue: sorting and paging (pure), and filters over real visibility."""
+"""The review queue: sorting and paging (pure), and the API's store-backed queue.
+
+``GET /api/queue`` reads ``StoreQueue`` (the ``review_queue`` table the workflow keeps
+current), not Temporal visibility; ``VisibilityQueue`` is measured by
+``tests/api/bench_queue_source.py``. The table's SQL on PostgreSQL is covered in
+``tests/hitl/test_review_queue.py``.
+"""
 
 from __future__ import annotations
 
@@ -39,8 +45,10 @@ def test_sorted_by_priority_then_deadline_and_paged() -> None:
     assert paginate(items, QueueQuery(limit=4, offset=10)).items == []
 
 
-async def test_queue_filters_sort_and_pages_over_visibility(
+async def test_store_queue_filters_sorts_and_pages_through_the_api(
         make_api: Callable[..., contextlib.AbstractAsyncContextManager[Api]]) -> None:
+    """The default ``StoreQueue`` over rows a real worker wrote: filters, urgency order,
+    paging and the overdue state that comes from an SLA passing."""
     task = f"queue-{uuid.uuid4().hex[:8]}"  # its own task type: other tests' decisions stay out
     irreversible = {"type": "refund", "params": {"amount": 5}, "reversible": False}
     batch_first = make_request(task_type=task, confidence=0.5, action=irreversible)
@@ -62,14 +70,18 @@ async def test_queue_filters_sort_and_pages_over_visibility(
             result: dict[str, Any] = response.json()
             return result
 
-        async def settled() -> bool:  # SLAs passed and visibility caught up
+        # The SLAs passed and the workflow's background writes to the queue table landed.
+        async def settled() -> bool:
             items = (await page())["items"]
             return [(i["status"], i["overdue"]) for i in items] == [
                 ("pending_review", True), ("provisional", False),
                 ("pending_review", False), ("pending_review", False)]
 
         await until(settled)
-        ids = lambda data: [i["decision_id"] for i in data["items"]]  # noqa: E731
+
+        def ids(data: dict[str, Any]) -> list[str]:
+            return [i["decision_id"] for i in data["items"]]
+
         everything = await page()
         assert ids(everything) == [overdue.decision_id, provisional.decision_id,
                                    batch_first.decision_id, batch_second.decision_id]
