@@ -117,12 +117,11 @@ def _hitl_decide(h: Harness) -> Callable[[DecisionRequest], Awaitable[float]]:
     return decide
 
 
-def _bare_run(h: Harness, workflow: str = "BareWorkflow"
-              ) -> Callable[[str], Awaitable[float]]:
+def _bare_run(h: Harness) -> Callable[[str], Awaitable[float]]:
     async def run(workflow_id: str) -> float:
         started = time.perf_counter()
         handle = await h.client.start_workflow(
-            workflow, workflow_id, id=workflow_id,
+            "BareWorkflow", workflow_id, id=workflow_id,
             task_queue=h.baseline_worker.task_queue, result_type=str)
         await handle.result()
         return time.perf_counter() - started
