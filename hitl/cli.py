@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         from hitl.bench.cli import run_bench
 
-        return run_bench(argv[1:])
+        return run_bench(argv[1:], watchdog=True)
     args = build_parser().parse_args(argv)
     if not hasattr(args, "json"):
         args.json = False

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ QUICK = BenchConfig(decisions=120, concurrency=16, gate_decisions=30, gate_concu
                     pending=200, rounds=1, warmup=20, probe=10, queue_samples=10,
                     hot_seconds=0.2)
 FULL = BenchConfig()
+TEARDOWN_GRACE = 90.0  # seconds after the figures are out; the server stop alone has 30
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +78,8 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     return config
 
 
-async def run(config: BenchConfig, results: dict[str, Any], *, temporal_binary: str) -> None:
+async def run(config: BenchConfig, results: dict[str, Any], *, temporal_binary: str,
+              measured: Callable[[], None] = lambda: None) -> None:
     """Every selected phase into ``results``; the pure functions first, while the
     machine is quiet. A phase that fails records ``error`` and ends the run, so
     the figures of the phases before it are still reported."""
@@ -98,6 +103,7 @@ async def run(config: BenchConfig, results: dict[str, Any], *, temporal_binary: 
                 results["error"] = f"{key}: {exc}"
                 break
         results["checks"] = _checks(results, ledger_rows=harness.ledger_rows())
+        measured()  # before the teardown: a full-size run once hung in it, figures unprinted
 
 
 def _checks(results: dict[str, Any], *, ledger_rows: int) -> dict[str, Any]:
@@ -121,7 +127,11 @@ def _checks(results: dict[str, Any], *, ledger_rows: int) -> dict[str, Any]:
             "all_executed": not failures, "failures": failures}
 
 
-def run_bench(argv: list[str]) -> int:
+def run_bench(argv: list[str], *, watchdog: bool = False) -> int:
+    """Run, then print and write the figures. They go out as soon as the last phase is
+    measured, before the dev server and workers are torn down; with ``watchdog`` (the
+    command line, not an in-process caller) a teardown that hangs ends the process
+    with the run's exit code after ``TEARDOWN_GRACE`` seconds."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -131,16 +141,48 @@ def run_bench(argv: list[str]) -> int:
         sys.stderr.write(f"hitl bench: error: {exc}\n")
         return 2
     measured: dict[str, Any] = {}
+    codes: list[int] = []
+    timers: list[threading.Timer] = []
+    started = time.perf_counter()
+
+    def publish() -> None:
+        if codes:
+            return
+        codes.append(_publish(args, argv, config, measured, started))
+        if watchdog:
+            timer = threading.Timer(TEARDOWN_GRACE, _abandon_teardown, args=(codes[0],))
+            timer.daemon = True
+            timer.start()
+            timers.append(timer)
+
     try:
         binary = str(find_binary("temporal"))
-        machine = machine_info(binary)
-        started = time.perf_counter()
-        asyncio.run(run(config, measured, temporal_binary=binary))
+        measured["machine"] = machine_info(binary)
+        asyncio.run(run(config, measured, temporal_binary=binary, measured=publish))
     except (BenchError, HitlError, TimeoutError) as exc:
         sys.stderr.write(f"hitl bench: error: {exc}\n")
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        for timer in timers:
+            timer.cancel()
+    publish()  # runs with no server phase ("--only hot") reach here unpublished
+    return codes[0]
+
+
+def _abandon_teardown(code: int) -> None:
+    sys.stderr.write(f"hitl bench: teardown did not finish in {TEARDOWN_GRACE:.0f} s; "
+                     "exiting (the figures above are complete)\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _publish(args: argparse.Namespace, argv: list[str], config: BenchConfig,
+             measured: dict[str, Any], started: float) -> int:
+    """Print the table, write JSON and Markdown; the exit code the figures call for."""
+    machine = measured.pop("machine")
     results: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "command": "hitl bench " + " ".join(argv),
@@ -152,6 +194,7 @@ def run_bench(argv: list[str]) -> int:
         **measured,
     }
     sys.stdout.write(report.table(results) + "\n")
+    sys.stdout.flush()
     if args.json_out:
         report.write_json(args.json_out, results)
     if args.markdown:

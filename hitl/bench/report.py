@@ -107,7 +107,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
                                met=_check(p95, 200, at_least=False) if top else None))
         drain = scale["drain"]
         out.append(Row(f"bulk approval drain, {drain['approvals']:,} (approvals/s)",
-                       _num(drain["per_second"])))
+                       _num(drain["per_second"]) if not drain.get("stalled") else
+                       f"stalled after {scale['executed']:,} executed"))
         out.append(Row("worker peak RSS over the run (MB)", _num(scale["peak_worker_rss_mb"])))
     hot = results.get("hot")
     if hot:

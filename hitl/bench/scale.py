@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.service import RPCError
+
 from hitl.bench.harness import BenchError, Harness
 from hitl.bench.load import Progress, closed_loop, latency_summary_ms, until
 from hitl.bench.machine import ProcUsage
@@ -89,7 +94,13 @@ async def pending(h: Harness, config: BenchConfig, tag: str) -> dict[str, Any]:
                 f"none finished in {STALL_SECONDS:.0f}s (see docs/BENCHMARKS.md, worker stall)")
         return left == 0
 
-    await until(drained_all, within=3600, interval=0.5, what="every approval executed")
+    stalled: str | None = None
+    try:
+        await until(drained_all, within=3600, interval=0.5, what="every approval executed")
+    except BenchError as exc:
+        # Keep what was measured (memory and queue at each level) and say what the
+        # stalled worker looked like, instead of losing the phase.
+        stalled = f"{exc}; {await _pollers(h)}"
     executing.close()
     drained = time.perf_counter() - started
     after = h.hitl_worker.usage()
@@ -101,10 +112,28 @@ async def pending(h: Harness, config: BenchConfig, tag: str) -> dict[str, Any]:
         "baseline_worker_rss_mb": _rss(h.baseline_worker.usage()),
         "drain": {"approvals": total, "signal_errors": len(signals.errors),
                   "signals_seconds": round(signalled, 2), "seconds": round(drained, 2),
-                  "per_second": round(total / drained, 1) if drained else None,
-                  "signal_latency_ms": latency_summary_ms(signals.latencies)},
+                  "per_second": round(executed / drained, 1) if drained else None,
+                  "signal_latency_ms": latency_summary_ms(signals.latencies),
+                  "stalled": stalled},
         "executed": executed,
     }
+
+
+async def _pollers(h: Harness) -> str:
+    """Who polls the hitl task queue now, by task type: the stall seen before had
+    activity pollers and no workflow-task poller."""
+    found = []
+    for kind, name in ((TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "workflow"),
+                       (TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, "activity")):
+        try:
+            response = await h.client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=h.client.namespace, task_queue_type=kind,
+                    task_queue=TaskQueue(name=h.hitl_worker.task_queue)))
+            found.append(f"{name} pollers {len(response.pollers)}")
+        except RPCError as exc:
+            found.append(f"{name} pollers unknown ({exc.message})")
+    return ", ".join(found)
 
 
 @dataclass(frozen=True)
