@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -35,6 +37,7 @@ QUICK = BenchConfig(decisions=120, concurrency=16, gate_decisions=30, gate_concu
                     hot_seconds=0.2)
 FULL = BenchConfig()
 TEARDOWN_GRACE = 90.0  # seconds after the figures are out; the server stop alone has 30
+_SERVERS: list[int] = []  # dev servers started, killed if the teardown is abandoned
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +95,8 @@ async def run(config: BenchConfig, results: dict[str, Any], *, temporal_binary: 
         return
     tag = runner.new_tag()
     async with Harness(temporal_binary) as harness:
+        if harness.server_pid:
+            _SERVERS.append(harness.server_pid)
         phases = (("auto", "autonomous", runner.autonomous), ("gate", "gate", runner.gate),
                   ("pending", "pending", scale.pending))
         for phase, key, measure in phases:
@@ -174,6 +179,9 @@ def run_bench(argv: list[str], *, watchdog: bool = False) -> int:
 def _abandon_teardown(code: int) -> None:
     sys.stderr.write(f"hitl bench: teardown did not finish in {TEARDOWN_GRACE:.0f} s; "
                      "exiting (the figures above are complete)\n")
+    for pid in _SERVERS:  # a hung teardown once left a 1.5 GB dev server running
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
