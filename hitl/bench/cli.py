@@ -37,7 +37,6 @@ QUICK = BenchConfig(decisions=120, concurrency=16, gate_decisions=30, gate_concu
                     hot_seconds=0.2)
 FULL = BenchConfig()
 TEARDOWN_GRACE = 90.0  # seconds after the figures are out; the server stop alone has 30
-_SERVERS: list[int] = []  # dev servers started, killed if the teardown is abandoned
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +81,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
 
 
 async def run(config: BenchConfig, results: dict[str, Any], *, temporal_binary: str,
-              measured: Callable[[], None] = lambda: None) -> None:
+              measured: Callable[[Harness | None], None] = lambda _: None) -> None:
     """Every selected phase into ``results``; the pure functions first, while the
     machine is quiet. A phase that fails records ``error`` and ends the run, so
     the figures of the phases before it are still reported."""
@@ -95,8 +94,6 @@ async def run(config: BenchConfig, results: dict[str, Any], *, temporal_binary: 
         return
     tag = runner.new_tag()
     async with Harness(temporal_binary) as harness:
-        if harness.server_pid:
-            _SERVERS.append(harness.server_pid)
         phases = (("auto", "autonomous", runner.autonomous), ("gate", "gate", runner.gate),
                   ("pending", "pending", scale.pending))
         for phase, key, measure in phases:
@@ -108,7 +105,7 @@ async def run(config: BenchConfig, results: dict[str, Any], *, temporal_binary: 
                 results["error"] = f"{key}: {exc}"
                 break
         results["checks"] = _checks(results, ledger_rows=harness.ledger_rows())
-        measured()  # before the teardown: a full-size run once hung in it, figures unprinted
+        measured(harness)  # before the teardown: a full run once hung in it, unprinted
 
 
 def _checks(results: dict[str, Any], *, ledger_rows: int) -> dict[str, Any]:
@@ -150,19 +147,20 @@ def run_bench(argv: list[str], *, watchdog: bool = False) -> int:
     timers: list[threading.Timer] = []
     started = time.perf_counter()
 
-    def publish() -> None:
+    def publish(harness: Harness | None) -> None:
         if codes:
             return
-        codes.append(_publish(args, argv, config, measured, started))
-        if watchdog:
-            timer = threading.Timer(TEARDOWN_GRACE, _abandon_teardown, args=(codes[0],))
+        codes.append(_publish(args, argv, config, machine, measured, started))
+        if watchdog and harness is not None:
+            timer = threading.Timer(TEARDOWN_GRACE, _abandon_teardown,
+                                    args=(codes[0], harness.server_pid))
             timer.daemon = True
             timer.start()
             timers.append(timer)
 
     try:
         binary = str(find_binary("temporal"))
-        measured["machine"] = machine_info(binary)
+        machine = machine_info(binary)  # before any phase runs, so publish can use it
         asyncio.run(run(config, measured, temporal_binary=binary, measured=publish))
     except (BenchError, HitlError, TimeoutError) as exc:
         sys.stderr.write(f"hitl bench: error: {exc}\n")
@@ -172,25 +170,24 @@ def run_bench(argv: list[str], *, watchdog: bool = False) -> int:
     finally:
         for timer in timers:
             timer.cancel()
-    publish()  # runs with no server phase ("--only hot") reach here unpublished
+    publish(None)  # runs with no server phase ("--only hot") reach here unpublished
     return codes[0]
 
 
-def _abandon_teardown(code: int) -> None:
+def _abandon_teardown(code: int, server_pid: int | None) -> None:
     sys.stderr.write(f"hitl bench: teardown did not finish in {TEARDOWN_GRACE:.0f} s; "
                      "exiting (the figures above are complete)\n")
-    for pid in _SERVERS:  # a hung teardown once left a 1.5 GB dev server running
+    if server_pid:  # a hung teardown once left a 1.5 GB dev server running
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(server_pid, signal.SIGKILL)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
 def _publish(args: argparse.Namespace, argv: list[str], config: BenchConfig,
-             measured: dict[str, Any], started: float) -> int:
+             machine: dict[str, Any], measured: dict[str, Any], started: float) -> int:
     """Print the table, write JSON and Markdown; the exit code the figures call for."""
-    machine = measured.pop("machine")
     results: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "command": "hitl bench " + " ".join(argv),

@@ -63,8 +63,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                            _num(unloaded["p50_ratio"], 2, "x")))
         for name in ("worker", "server", "client"):
             key = f"{name}_cpu_ms_per_decision"
-            out.append(Row(f"autonomous {name} CPU per decision (ms)", _num(h[key], 2),
-                           _num(b[key], 2), _num(_ratio(h[key], b[key]), 2, "x")))
+            out.append(_versus(f"autonomous {name} CPU per decision (ms)", h[key], b[key], 2))
         if "floor" in auto:
             out += _floor_rows(auto)
     gate = results.get("gate")
@@ -77,14 +76,12 @@ def rows(results: dict[str, Any]) -> list[Row]:
                            _num(ratio, 2, "x"), "<= 1.5x" if q == "p50" else "",
                            _check(ratio, 1.5, at_least=False) if q == "p50" else None))
         key = "worker_cpu_ms_per_decision"
-        out.append(Row("gate worker CPU per approval (ms)", _num(h[key], 2), _num(b[key], 2),
-                       _num(_ratio(h[key], b[key]), 2, "x")))
+        out.append(_versus("gate worker CPU per approval (ms)", h[key], b[key], 2))
         if "floor" in gate:
             f = gate["floor"]
             for label, (x, y) in (("floor vs baseline", (f, b)), ("hitl vs floor", (h, f))):
-                p50x, p50y = x["latency_ms"]["p50"], y["latency_ms"]["p50"]
-                out.append(Row(f"gate latency p50, {label} (ms)", _num(p50x), _num(p50y),
-                               _num(_ratio(p50x, p50y), 2, "x")))
+                out.append(_versus(f"gate latency p50, {label} (ms)", x["latency_ms"]["p50"],
+                                   y["latency_ms"]["p50"]))
     scale = results.get("pending")
     if scale:
         out.append(Row("worker RSS idle, before pending (MB)", _num(scale["idle_worker_rss_mb"]),
@@ -134,23 +131,24 @@ def _floor_rows(auto: dict[str, Any]) -> list[Row]:
     h, b, f = auto["hitl"], auto["baseline"], auto["floor"]
     out: list[Row] = []
     for label, (x, y) in (("floor vs baseline", (f, b)), ("hitl vs floor", (h, f))):
-        out.append(Row(f"autonomous throughput, {label} (decisions/s)",
-                       _num(x["throughput_per_second"]), _num(y["throughput_per_second"]),
-                       _num(_ratio(x["throughput_per_second"], y["throughput_per_second"]),
-                            2, "x")))
-        p50x, p50y = x["latency_ms"]["p50"], y["latency_ms"]["p50"]
-        out.append(Row(f"autonomous latency p50, {label} (ms)", _num(p50x), _num(p50y),
-                       _num(_ratio(p50x, p50y), 2, "x")))
+        out.append(_versus(f"autonomous throughput, {label} (decisions/s)",
+                           x["throughput_per_second"], y["throughput_per_second"]))
+        out.append(_versus(f"autonomous latency p50, {label} (ms)", x["latency_ms"]["p50"],
+                           y["latency_ms"]["p50"]))
         for name in ("worker", "server"):
             key = f"{name}_cpu_ms_per_decision"
-            out.append(Row(f"autonomous {name} CPU per decision, {label} (ms)",
-                           _num(x[key], 2), _num(y[key], 2), _num(_ratio(x[key], y[key]), 2, "x")))
+            out.append(_versus(f"autonomous {name} CPU per decision, {label} (ms)",
+                               x[key], y[key], 2))
     unloaded = auto.get("unloaded", {}).get("latency_ms", {})
     if "floor" in unloaded:
-        p50f, p50b = unloaded["floor"]["p50"], unloaded["baseline"]["p50"]
-        out.append(Row("autonomous latency p50 unloaded, floor vs baseline (ms)", _num(p50f),
-                       _num(p50b), _num(_ratio(p50f, p50b), 2, "x")))
+        out.append(_versus("autonomous latency p50 unloaded, floor vs baseline (ms)",
+                           unloaded["floor"]["p50"], unloaded["baseline"]["p50"]))
     return out
+
+
+def _versus(metric: str, x: float | None, y: float | None, digits: int = 1) -> Row:
+    """A row comparing two figures: x in the hitl column, y in the baseline's, x/y."""
+    return Row(metric, _num(x, digits), _num(y, digits), _num(_ratio(x, y), 2, "x"))
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
