@@ -54,6 +54,17 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+async def _first_line(fd: int) -> bytes:
+    """The first line on pipe ``fd`` (closed afterwards); empty on EOF."""
+    reader = asyncio.StreamReader()
+    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb"))
+    try:
+        return (await reader.readline()).strip()
+    finally:
+        transport.close()
+
+
 class WorkerProcess:
     def __init__(self, kind: str, task_queue: str, log: Path) -> None:
         self.kind, self.task_queue, self.log = kind, task_queue, log
@@ -75,17 +86,27 @@ class WorkerProcess:
             # workflow. The cache goes to the temporary directory, not the source tree.
             env.pop("PYTHONDONTWRITEBYTECODE", None)
             env["PYTHONPYCACHEPREFIX"] = str(data_dir / "pycache")
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hitl.bench.worker_proc", self.kind, "--address", address,
-                "--task-queue", self.task_queue, "--data-dir", str(data_dir),
-                stdout=asyncio.subprocess.PIPE, stderr=log, env=env)
-        assert self.process.stdout is not None
+        # Readiness comes on a pipe of its own, closed once read, and both output
+        # streams go to the log: the SDK core writes its own log lines to file
+        # descriptor 1, and a stdout pipe nobody reads after start-up fills (64 KiB)
+        # and blocks the core, which then stops polling with every Python thread idle
+        # (the "bulk approval stall" of earlier runs).
+        read_fd, write_fd = os.pipe()
         try:
-            line = await asyncio.wait_for(self.process.stdout.readline(), READY_TIMEOUT)
+            with self.log.open("ab") as log:
+                self.process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "hitl.bench.worker_proc", self.kind,
+                    "--address", address, "--task-queue", self.task_queue,
+                    "--data-dir", str(data_dir), "--ready-fd", str(write_fd),
+                    pass_fds=(write_fd,), stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log, stderr=log, env=env)
+        finally:
+            os.close(write_fd)
+        try:
+            line = await asyncio.wait_for(_first_line(read_fd), READY_TIMEOUT)
         except TimeoutError:
             line = b""
-        if line.strip() != b"ready":
+        if line != b"ready":
             await self.stop()
             tail = self.log.read_text(errors="replace")[-2000:]
             raise BenchError(f"{self.kind} worker did not start; its log ends:\n{tail}")

@@ -5,16 +5,17 @@
 the bare workflows of ``hitl.bench.baseline`` and the floor workflows of
 ``hitl.bench.floor``. A process each, so the harness reads each one's resident
 memory and CPU time from ``/proc`` without counting its own client, and a
-profiler can attach by PID. Prints ``ready`` once polling
-and stops on SIGTERM.
+profiler can attach by PID. Writes ``ready`` on the ``--ready-fd`` pipe once
+polling and stops on SIGTERM. Standard output is not a channel to the
+harness: the SDK core writes its log lines there.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
-import sys
 from pathlib import Path
 
 from temporalio.client import Client
@@ -49,7 +50,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         client = await connect(settings)
         engine = make_engine(settings.resolved_database_url())
         async with running_worker(client, settings, policy=bench_policy(), engine=engine):
-            _ready()
+            _ready(args.ready_fd)
             await stop.wait()
         engine.dispose()
         return
@@ -59,13 +60,13 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
                       workflows=[BareWorkflow, BareSignalWorkflow, FloorWorkflow,
                                  FloorSignalWorkflow],
                       activities=[bare_touch, floor_step]):
-        _ready()
+        _ready(args.ready_fd)
         await stop.wait()
 
 
-def _ready() -> None:
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
+def _ready(fd: int) -> None:
+    os.write(fd, b"ready\n")
+    os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--namespace", default="default")
     parser.add_argument("--task-queue", required=True)
     parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--ready-fd", type=int, required=True)
     args = parser.parse_args(argv)
 
     async def run() -> None:
