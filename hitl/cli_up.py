@@ -34,7 +34,7 @@ async def _connect_when_ready(settings: Settings, within: float = 60.0) -> Clien
     deadline = time.monotonic() + within
     while True:
         try:
-            return await connect(settings, export_metrics=True)
+            return await connect(settings, for_worker=True)
         except TemporalUnavailable:
             if time.monotonic() > deadline:
                 raise

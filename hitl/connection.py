@@ -11,7 +11,7 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 from hitl.codec import codec_from_settings
 from hitl.errors import TemporalUnavailable
 from hitl.settings import Settings
-from hitl.telemetry import runtime_for
+from hitl.telemetry import worker_runtime
 
 
 def data_converter(settings: Settings | None = None) -> DataConverter:
@@ -32,18 +32,19 @@ def data_converter(settings: Settings | None = None) -> DataConverter:
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
 
 
-async def connect(settings: Settings, *, export_metrics: bool = False) -> Client:
+async def connect(settings: Settings, *, for_worker: bool = False) -> Client:
     """A client for ``settings``; ``TemporalUnavailable`` if nothing answers.
 
-    Only a worker process exports metrics (``export_metrics``): a CLI call with the
-    same environment must not try to bind the worker's metrics port.
+    Only a worker process (``for_worker``) gets the worker runtime, which exports
+    metrics and forwards the SDK core's logs: a CLI call with the same environment
+    must not try to bind the worker's metrics port.
     """
     try:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.namespace,
             data_converter=data_converter(settings),
-            runtime=runtime_for(settings.metrics_address) if export_metrics else None,
+            runtime=worker_runtime(settings.metrics_address) if for_worker else None,
             api_key=(settings.temporal_api_key.get_secret_value()
                      if settings.temporal_api_key else None),
             tls=settings.temporal_tls or settings.temporal_api_key is not None,

@@ -23,11 +23,21 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value if isinstance(value, str | int | float | bool) else str(value)
+            if key not in _STANDARD and not key.startswith("_") and key != "temporal_log":
+                entry[key] = _scalar(value)
+        if (core := getattr(record, "temporal_log", None)) is not None:
+            # A line forwarded from the SDK core: its target and fields (run_id,
+            # error, ...) become keys, so they can be searched like hitl's own.
+            entry["target"] = core.target
+            for key, value in core.fields.items():
+                entry.setdefault(key, _scalar(value))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)
+
+
+def _scalar(value: object) -> object:
+    return value if isinstance(value, str | int | float | bool) else str(value)
 
 
 def configure_logging(level: str = "INFO") -> None:

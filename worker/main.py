@@ -123,7 +123,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    client = await connect(settings, export_metrics=True)
+    client = await connect(settings, for_worker=True)
     await ensure_recalibration_schedule(client, settings)
     async with running_worker(client, settings):
         await stop.wait()

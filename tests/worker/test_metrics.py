@@ -41,7 +41,7 @@ async def test_metrics_endpoint_exports_sdk_and_hitl_metrics(
     address = f"127.0.0.1:{_free_port()}"
     settings = Settings(temporal_address=client.service_client.config.target_host,
                         namespace=client.namespace, metrics_address=address)
-    exporting = await connect(settings, export_metrics=True)
+    exporting = await connect(settings, for_worker=True)
     async with hitl_worker(temporal=exporting, judge_url=server.url) as hitl:
         await hitl.decide(make_request(confidence=0.95), timeout=20)
         judge.mode = "500"
