@@ -147,6 +147,9 @@ def hitl_worker(client: Client, task_queue: str, sqlite_engine: Engine,
     @asynccontextmanager
     async def factory(*, policy: Policy | None = None, engine: Engine | None = None,
                       temporal: Client | None = None, **settings: Any) -> AsyncIterator[HitlClient]:
+        # The suite runs the sandbox strict whatever the environment says, so it keeps
+        # checking the workflow code; tests of ``off`` ask for it.
+        settings.setdefault("workflow_sandbox", "strict")
         config = Settings(task_queue=task_queue, data_dir=tmp_path, **settings)
         temporal_client = temporal or client
         async with running_worker(temporal_client, config, policy=policy or load_policy(),

@@ -20,7 +20,7 @@ from datetime import timedelta
 import httpx
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.executor import ExecutorActivities
@@ -44,12 +44,24 @@ ACTIVITY_THREADS = 16
 
 # Project models and pydantic are passed through the sandbox instead of being
 # re-imported for every workflow run: same behaviour, far less CPU per decision.
+# The workflow modules themselves are not: passing them through saved only 6% of
+# the worker's CPU in the benchmark, and would stop the sandbox checking them.
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
         "hitl", "pydantic", "pydantic_core", "annotated_types", "typing_extensions",
         "typing_inspection",
     )
 )
+
+
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """The sandbox by default; none with ``HITL_WORKFLOW_SANDBOX=off``.
+
+    Off trades the run-time check for about a third of the worker's CPU per decision
+    (docs/BENCHMARKS.md). The workflow code is still held to determinism: the test
+    suite and the replay of recorded histories run it in the sandbox.
+    """
+    return SANDBOX if settings.workflow_sandbox == "strict" else UnsandboxedWorkflowRunner()
 
 
 @asynccontextmanager
@@ -93,13 +105,13 @@ async def running_worker(
                             recalibration.propose_policy, recalibration.activate_policy,
                             recalibration.reject_policy],
                 activity_executor=threads,
-                workflow_runner=SANDBOX,
+                workflow_runner=workflow_runner(settings),
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 max_cached_workflows=settings.max_cached_workflows,
             )
             async with worker:
                 log.info("worker started", extra={
-                    "task_queue": settings.task_queue,
+                    "task_queue": settings.task_queue, "sandbox": settings.workflow_sandbox,
                     "policy": source.current().policy.full_version,
                     "judge": "configured" if judge.configured else "skipped"})
                 yield worker
