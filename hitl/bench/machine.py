@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from hitl.settings import Settings
+
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -84,7 +86,9 @@ def _command(*args: str) -> str | None:
 
 
 def machine_info(temporal_binary: str) -> dict[str, str | int | float | None]:
-    """Cores, memory, CPU model, load, software versions and the git commit."""
+    """Cores, memory, CPU model, load, software versions, the git commit and the
+    hitl worker's sandbox and cache settings."""
+    worker = Settings()
     mem_kb = _first("/proc/meminfo", "MemTotal")
     try:
         load = Path("/proc/loadavg").read_text().split()[0]
@@ -103,6 +107,10 @@ def machine_info(temporal_binary: str) -> dict[str, str | int | float | None]:
         "sqlalchemy": _version("sqlalchemy"),
         "hitl": _version("hitl"),
         "git_commit": _commit(),
+        # The worker settings that move the figures, as the hitl worker reads them from
+        # the same environment.
+        "workflow_sandbox": worker.workflow_sandbox,
+        "max_cached_workflows": worker.max_cached_workflows,
     }
 
 

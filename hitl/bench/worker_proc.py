@@ -47,7 +47,7 @@ async def _serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
 
         settings = Settings(temporal_address=args.address, namespace=args.namespace,
                             task_queue=args.task_queue, data_dir=Path(args.data_dir))
-        client = await connect(settings)
+        client = await connect(settings, for_worker=True)  # as `python -m worker` does
         engine = make_engine(settings.resolved_database_url())
         async with running_worker(client, settings, policy=bench_policy(), engine=engine):
             _ready(args.ready_fd)

@@ -68,6 +68,7 @@ def test_quick_bench_runs_every_phase_and_executes_every_decision(
     assert results["hot"]["assess_route"]["per_second"] > 0
     assert "seconds" in results["calibration"] or "skipped" in results["calibration"]
     assert results["machine"]["cores"]
+    assert results["machine"]["workflow_sandbox"] in {"strict", "off"}
 
     table = capsys.readouterr().out
     assert "autonomous throughput" in table and "gate latency p50" in table
