@@ -120,8 +120,9 @@ async def pending(h: Harness, config: BenchConfig, tag: str) -> dict[str, Any]:
 
 
 async def _pollers(h: Harness) -> str:
-    """Who polls the hitl task queue now, by task type: the stall seen before had
-    activity pollers and no workflow-task poller."""
+    """Who polls the hitl task queue now, by task type. Kept for any future stall:
+    the ones seen before came from the harness's unread stdout pipe blocking the SDK
+    core (docs/BENCHMARKS.md), and showed pollers that had stopped polling."""
     found = []
     for kind, name in ((TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "workflow"),
                        (TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, "activity")):
