@@ -79,12 +79,14 @@ class StoreActivities:
         with session_scope(self._engine) as session:
             # The identity map makes record_decision's own lookup free after this one.
             inserted = session.get(DecisionRecord, row.decision_id) is None
-            record_decision(session=session, decision=row)
+            record_decision(session=session, decision=row, commit=False)
             if state.zone is not None and state.zone.needs_review:
-                # Leaves the review queue in the same activity: no extra round trip.
+                # Leaves the review queue in the same transaction: no extra round trip,
+                # and never a finished decision still listed as waiting.
                 entry = queue_entry(state, summary=summary_for(data.request),
                                     version=data.queue_version)
-                upsert_entry(session=session, entry=_queue_row(entry))
+                upsert_entry(session=session, entry=_queue_row(entry), commit=False)
+            session.commit()
         return RecordResult(inserted=inserted)
 
     @activity.defn(name="update_queue")

@@ -46,8 +46,11 @@ class ReviewQueueRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-def upsert_entry(*, session: Session, entry: ReviewQueueRow) -> bool:
-    """Write ``entry`` unless a row with the same or a newer version exists."""
+def upsert_entry(*, session: Session, entry: ReviewQueueRow, commit: bool = True) -> bool:
+    """Write ``entry`` unless a row with the same or a newer version exists.
+
+    ``commit=False`` leaves committing (of this and earlier writes) to the caller.
+    """
     existing = session.get(ReviewQueueRow, entry.decision_id)
     if existing is not None and existing.version >= entry.version:
         return False
@@ -56,7 +59,8 @@ def upsert_entry(*, session: Session, entry: ReviewQueueRow) -> bool:
     else:
         for name, value in entry.model_dump().items():
             setattr(existing, name, value)
-    session.commit()
+    if commit:
+        session.commit()
     return True
 
 

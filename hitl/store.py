@@ -226,8 +226,7 @@ def _insert_once(
         if found is None:
             raise
         return found, False
-    session.refresh(row)
-    return row, True
+    return row, True  # no refresh: expire_on_commit=False keeps it whole, flush set its key
 
 
 # Claims the next place in a decision's chain and returns the link to it. The
@@ -276,8 +275,7 @@ def _append_chained(
         if found is None:
             raise
         return found, False
-    session.refresh(row)
-    return row, True
+    return row, True  # as in _insert_once: nothing to reload
 
 
 def record_review(*, session: Session, review: ReviewRow) -> tuple[ReviewRow, bool]:
@@ -303,8 +301,13 @@ def record_audit(*, session: Session, audit: AuditRow) -> tuple[AuditRow, bool]:
                         existing=lambda: session.get(AuditRow, audit.decision_id))
 
 
-def record_decision(*, session: Session, decision: DecisionRecord) -> DecisionRecord:
-    """Upsert the final record: a retried or re-recorded decision replaces its row."""
+def record_decision(*, session: Session, decision: DecisionRecord,
+                    commit: bool = True) -> DecisionRecord:
+    """Upsert the final record: a retried or re-recorded decision replaces its row.
+
+    ``commit=False`` leaves the transaction open for the caller's next write (the
+    decision worker commits the record and its review-queue row together).
+    """
     existing = session.get(DecisionRecord, decision.decision_id)
     if existing is None:
         session.add(decision)
@@ -312,8 +315,8 @@ def record_decision(*, session: Session, decision: DecisionRecord) -> DecisionRe
         for name, value in decision.model_dump().items():
             setattr(existing, name, value)
         decision = existing
-    session.commit()
-    session.refresh(decision)
+    if commit:
+        session.commit()
     return decision
 
 
