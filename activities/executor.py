@@ -7,6 +7,11 @@ receives ``Idempotency-Key: <decision_id>:<phase>``; a crash after the target
 acted but before the row was written makes Temporal retry the POST with the
 same key, so the action is not repeated where the target honours the key. A
 target that ignores the key may see that one request twice: at-least-once.
+
+The review that authorised a delivery rides along (``ExecuteInput.reviews``) and
+is written first, so the audit chain holds the approval before the action it
+released, and a gated decision needs one activity after its approval, not two.
+Review writes are insert-once on (decision, request ID): retries never duplicate.
 """
 
 from __future__ import annotations
@@ -19,11 +24,18 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.store import review_row
 from hitl import metrics
 from hitl.errors import EXECUTION_REJECTED_TYPE
-from hitl.payloads import ExecuteInput, ExecutionResult
+from hitl.payloads import ExecuteInput, ExecutionResult, RecordReviewInput
 from hitl.settings import Settings
-from hitl.store import ExecutionRow, find_execution, record_execution, session_scope
+from hitl.store import (
+    ExecutionRow,
+    find_execution,
+    record_execution,
+    record_review,
+    session_scope,
+)
 
 
 def _result(row: ExecutionRow, *, deduplicated: bool, data: ExecuteInput) -> ExecutionResult:
@@ -44,9 +56,17 @@ class ExecutorActivities:
             return find_execution(
                 session=session, decision_id=data.decision_id, phase=data.phase.value)
 
-    def _record(self, row: ExecutionRow) -> tuple[ExecutionRow, bool]:
+    def _record(self, row: ExecutionRow,
+                reviews: list[RecordReviewInput]) -> tuple[ExecutionRow, bool]:
         with session_scope(self._engine) as session:
+            for review in reviews:
+                record_review(session=session, review=review_row(review))
             return record_execution(session=session, execution=row)
+
+    def _write_reviews(self, reviews: list[RecordReviewInput]) -> None:
+        with session_scope(self._engine) as session:
+            for review in reviews:
+                record_review(session=session, review=review_row(review))
 
     async def _post(self, data: ExecuteInput, url: str) -> int:
         body = {
@@ -75,16 +95,19 @@ class ExecutorActivities:
         if not url:
             # The ledger row is the action: one transaction looks it up and inserts it
             # (record_execution's insert-once), one thread hop instead of two.
-            saved, inserted = await asyncio.to_thread(self._record, _row(data, None))
+            saved, inserted = await asyncio.to_thread(self._record, _row(data, None),
+                                                      data.reviews)
             if not inserted:
                 _deduplicated(data)
             return _result(saved, deduplicated=not inserted, data=data)
+        if data.reviews:  # before the request: the approval is on file whatever the target does
+            await asyncio.to_thread(self._write_reviews, data.reviews)
         existing = await asyncio.to_thread(self._find, data)
         if existing is not None:
             _deduplicated(data)
             return _result(existing, deduplicated=True, data=data)
         status_code = await self._post(data, url)
-        saved, inserted = await asyncio.to_thread(self._record, _row(data, status_code))
+        saved, inserted = await asyncio.to_thread(self._record, _row(data, status_code), [])
         return _result(saved, deduplicated=not inserted, data=data)
 
 

@@ -37,20 +37,8 @@ class StoreActivities:
 
     @activity.defn(name="record_review")
     def record_review(self, data: RecordReviewInput) -> RecordResult:
-        review = data.review
-        row = ReviewRow(
-            decision_id=data.decision_id, request_id=review.request_id, task_type=data.task_type,
-            reviewer=review.reviewer, verdict=review.verdict.value, accepted=review.accepted,
-            refusal=review.refusal, reason=review.reason, correct_answer=review.correct_answer,
-            error_category=review.error_category.value if review.error_category else None,
-            edited=review.edited, flag_for_monitoring=review.flag_for_monitoring,
-            model_confidence=data.confidence, zone=data.zone, risk=data.risk,
-            latency_seconds=review.latency_seconds,
-            time_on_page_seconds=review.time_on_page_seconds,
-            reviewed_at=review.received_at,
-        )
         with session_scope(self._engine) as session:
-            _, inserted = record_review(session=session, review=row)
+            _, inserted = record_review(session=session, review=review_row(data))
         return RecordResult(inserted=inserted)
 
     @activity.defn(name="record_audit")
@@ -94,6 +82,23 @@ class StoreActivities:
         with session_scope(self._engine) as session:
             written = upsert_entry(session=session, entry=_queue_row(data))
         return RecordResult(inserted=written)
+
+
+def review_row(data: RecordReviewInput) -> ReviewRow:
+    """The feedback-store row of a review (also written by the executor, for the
+    review that authorised its delivery)."""
+    review = data.review
+    return ReviewRow(
+        decision_id=data.decision_id, request_id=review.request_id, task_type=data.task_type,
+        reviewer=review.reviewer, verdict=review.verdict.value, accepted=review.accepted,
+        refusal=review.refusal, reason=review.reason, correct_answer=review.correct_answer,
+        error_category=review.error_category.value if review.error_category else None,
+        edited=review.edited, flag_for_monitoring=review.flag_for_monitoring,
+        model_confidence=data.confidence, zone=data.zone, risk=data.risk,
+        latency_seconds=review.latency_seconds,
+        time_on_page_seconds=review.time_on_page_seconds,
+        reviewed_at=review.received_at,
+    )
 
 
 def _queue_row(entry: QueueEntry) -> ReviewQueueRow:

@@ -24,12 +24,23 @@ class JudgeInput(BaseModel):
     context: dict[str, JsonValue] = Field(default_factory=dict)
 
 
+class RecordReviewInput(BaseModel):
+    decision_id: str
+    task_type: str
+    confidence: float
+    zone: str | None
+    risk: str | None
+    review: ReviewRecord
+
+
 class ExecuteInput(BaseModel):
     decision_id: str
     phase: ExecutionPhase
     action: Action
     output: str | None
     may_be_revised: bool = False
+    # The review that authorised this delivery, written before the ledger row.
+    reviews: list[RecordReviewInput] = Field(default_factory=list)
 
     @property
     def idempotency_key(self) -> str:
@@ -43,15 +54,6 @@ class ExecutionResult(BaseModel):
     deduplicated: bool
     status_code: int | None = None
     executed_at: datetime
-
-
-class RecordReviewInput(BaseModel):
-    decision_id: str
-    task_type: str
-    confidence: float
-    zone: str | None
-    risk: str | None
-    review: ReviewRecord
 
 
 class RecordAuditInput(BaseModel):

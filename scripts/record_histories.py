@@ -90,6 +90,24 @@ async def escalate_approved_with_refusal(hitl: HitlClient, env: WorkflowEnvironm
     return request.decision_id
 
 
+async def approval_written_with_execution(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    """Four-eyes with a refusal, after the deciding review began riding in the
+    executor's activity (patch review-with-execution); the refusal and the first
+    approval are still written on their own."""
+    request = make_request(decision_id="replay-approval-with-execution",
+                           task_type="account_deletion", confidence=0.99,
+                           context={"requested_by": "mallory"},
+                           action={"type": "delete_account", "params": {"account_id": "a"},
+                                   "reversible": False})
+    await hitl.submit(request)
+    await hitl.signal(request.decision_id, "approve", ApproveInput(reviewer="mallory",
+                                                                   request_id="self"))
+    await hitl.approve(request.decision_id, ApproveInput(reviewer="alice", request_id="a1"))
+    await hitl.approve(request.decision_id, ApproveInput(reviewer="bob", request_id="b1"))
+    await hitl.wait(request.decision_id)
+    return request.decision_id
+
+
 async def judge_error(hitl: HitlClient, env: WorkflowEnvironment) -> str:
     request = make_request(decision_id="replay-judge-error", confidence=0.99)
     await hitl.submit(request)
@@ -101,6 +119,19 @@ async def judge_error(hitl: HitlClient, env: WorkflowEnvironment) -> str:
 
 async def provisional_revised(hitl: HitlClient, env: WorkflowEnvironment) -> str:
     request = make_request(decision_id="replay-provisional-revised", confidence=0.5)
+    await hitl.submit(request)
+    await env.sleep(3700)
+    await hitl.signal(request.decision_id, "reject", RejectInput(
+        reviewer="bob", reason="wrong", correct_answer="technical", request_id="r1"))
+    await hitl.wait(request.decision_id)
+    return request.decision_id
+
+
+async def provisional_revision_with_review(hitl: HitlClient,
+                                           env: WorkflowEnvironment) -> str:
+    """``provisional_revised`` after patch review-with-execution: the rejection is
+    written by the revision's executor activity."""
+    request = make_request(decision_id="replay-provisional-revision-review", confidence=0.5)
     await hitl.submit(request)
     await env.sleep(3700)
     await hitl.signal(request.decision_id, "reject", RejectInput(
@@ -179,7 +210,8 @@ async def main() -> None:
             dev_server_existing_path=str(BIN / "temporal"), search_attributes=sa.ALL,
             data_converter=converter) as env:
         await record(env, [auto, auto_recorded_locally, auto_audit, queue_rejected,
-                           escalate_approved_with_refusal, regenerated])
+                           escalate_approved_with_refusal, approval_written_with_execution,
+                           regenerated])
         await record(env, [blind_double_review], policy=blind_policy())
         judge = Judge()
         judge.mode = "garbage"
@@ -189,7 +221,8 @@ async def main() -> None:
             test_server_existing_path=str(BIN / "temporal-test-server"),
             data_converter=converter) as env:
         await sa.register(env.client)
-        await record(env, [provisional_revised, irreversible_expired])
+        await record(env, [provisional_revised, provisional_revision_with_review,
+                           irreversible_expired])
 
 
 if __name__ == "__main__":

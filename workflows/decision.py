@@ -89,6 +89,7 @@ class DecisionWorkflow:
         self._seen: set[str] = set()
         self._queue_version = 0
         self._writes: list[workflow.ActivityHandle[RecordResult]] = []
+        self._unwritten: list[RecordReviewInput] = []  # deciding reviews the executor writes
         self._acks: dict[str, ReviewAck] = {}
         self._regenerating = False  # between a rejection and the new output's routing
         self._blind_edits: dict[str, ApproveInput] = {}  # request ID -> a blind approval
@@ -295,6 +296,7 @@ class DecisionWorkflow:
 
     def _close_attempt(self) -> None:
         """Keep what became of this attempt's output in the decision's trail."""
+        self._write_reviews()  # any deciding review no delivery took (a refused execution)
         state, verdict = self._state, self._verdict
         reviews = [r for r in state.reviews if r.accepted and r.attempt == state.attempt]
         if verdict is not None and verdict not in reviews:
@@ -414,16 +416,18 @@ class DecisionWorkflow:
                        *, may_be_revised: bool = False) -> bool:
         """Run the executor; False (and status ``failed``) if the target refused."""
         state = self._state
+        reviews, self._unwritten = self._unwritten, []
         try:
             result: ExecutionResult = await workflow.execute_activity(
                 "execute_action",
                 ExecuteInput(decision_id=state.decision_id, phase=phase, action=action,
-                             output=output, may_be_revised=may_be_revised),
+                             output=output, may_be_revised=may_be_revised, reviews=reviews),
                 result_type=ExecutionResult, start_to_close_timeout=options.EXECUTE_TIMEOUT,
                 schedule_to_close_timeout=options.EXECUTE_SCHEDULE_TO_CLOSE,
                 retry_policy=options.EXECUTE_RETRY, summary=f"execute ({phase.value})",
             )
         except (ActivityError, ApplicationError) as exc:
+            self._unwritten = reviews + self._unwritten  # written by _close_attempt instead
             state.status, state.failure = DecisionStatus.FAILED, _cause(exc)
             workflow.logger.error("execution failed", extra={
                 "decision_id": state.decision_id, "phase": phase.value})
@@ -548,19 +552,39 @@ class DecisionWorkflow:
         else:
             self._count(metrics.REVIEW_REFUSALS, verdict=verdict.value)
         self._details("review received")
-        # Answered now, persisted durably in the background: a reviewer's update must
-        # not wait on (or hang with) the store; the run drains these before it ends.
+        write = RecordReviewInput(decision_id=state.decision_id, task_type=state.task_type,
+                                  confidence=state.confidence,
+                                  zone=state.zone.value if state.zone else None,
+                                  risk=state.risk.value if state.risk else None, review=record)
+        if self._delivers_next(record) and workflow.patched("review-with-execution"):
+            # The review that releases a delivery is written by the executor, before the
+            # ledger row it authorises: one activity where there were two (measured in
+            # docs/BENCHMARKS.md). _close_attempt writes it if no delivery takes it.
+            self._unwritten.append(write)
+        else:
+            self._record_review(write)
+        return ack
+
+    def _delivers_next(self, record: ReviewRecord) -> bool:
+        """This accepted review decided the attempt, and the decision executes next."""
+        return record.accepted and self._verdict is record and (
+            record.verdict is Verdict.APPROVE or self._state.status is DecisionStatus.PROVISIONAL)
+
+    def _write_reviews(self) -> None:
+        for write in self._unwritten:
+            self._record_review(write)
+        self._unwritten = []
+
+    def _record_review(self, write: RecordReviewInput) -> None:
+        """Persist a review in the background: a reviewer's update must not wait on (or
+        hang with) the store; the run drains these before it ends."""
         self._writes.append(workflow.start_activity(
-            "record_review",
-            RecordReviewInput(decision_id=state.decision_id, task_type=state.task_type,
-                              confidence=state.confidence,
-                              zone=state.zone.value if state.zone else None,
-                              risk=state.risk.value if state.risk else None, review=record),
+            "record_review", write,
             result_type=RecordResult, start_to_close_timeout=options.STORE_TIMEOUT,
             schedule_to_close_timeout=options.STORE_SCHEDULE_TO_CLOSE,
-            retry_policy=options.STORE_RETRY, summary=f"record review ({verdict.value})",
+            retry_policy=options.STORE_RETRY,
+            summary=f"record review ({write.review.verdict.value})",
         ))
-        return ack
 
     async def _drain_writes(self) -> None:
         """Wait for background store writes; a write that finally fails is logged (the

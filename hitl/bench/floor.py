@@ -16,7 +16,6 @@ the bare baseline stays the size it was.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import activity, workflow
@@ -64,8 +63,8 @@ class FloorWorkflow:
 
 @workflow.defn(name="FloorSignalWorkflow")
 class FloorSignalWorkflow:
-    """The gate's steps after an approval: authorize the reviewer (local), record the
-    review beside the execution (two activities), publish, record (local)."""
+    """The gate's steps after an approval: authorize the reviewer (local), execute
+    (one activity, which also writes the approval), publish, record (local)."""
 
     def __init__(self) -> None:
         self._approved_by: str | None = None
@@ -79,7 +78,7 @@ class FloorSignalWorkflow:
         await _act(name)  # the review queue row
         await workflow.wait_condition(lambda: self._approved_by is not None)
         await _local(name)
-        await asyncio.gather(_act(name), _act(name))
+        await _act(name)
         workflow.upsert_search_attributes([STATUS.value_set("executed")])
         await _local(name)
         return name

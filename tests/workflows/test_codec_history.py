@@ -136,7 +136,7 @@ def _is_search_attribute(path: str) -> bool:
     return ".search_attributes." in path
 
 
-PATCHES = {"record-decision-local", "reviews-in-arrival-order"}
+PATCHES = {"record-decision-local", "reviews-in-arrival-order", "review-with-execution"}
 
 
 def _is_sdk_marker_data(path: str, payload: Payload) -> bool:

@@ -448,3 +448,67 @@ async def test_review_of_an_autonomous_decision_is_refused(hitl_worker: WorkerFa
     assert state.zone is Zone.AUTO and state.status is DecisionStatus.EXECUTED
     assert state.reviews[0].accepted is False and "not waiting for review" in str(
         state.reviews[0].refusal)
+
+
+async def _activity_types(client: Client, decision_id: str) -> list[str]:
+    history = await client.get_workflow_handle(decision_id).fetch_history()
+    return [e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+
+
+@pytest.mark.parametrize("over_http", [False, True], ids=["ledger", "http"])
+async def test_deciding_review_is_written_with_the_execution(
+        over_http: bool, hitl_worker: WorkerFactory, target_server: tuple[LocalServer, Target],
+        sqlite_engine: Engine, client: Client) -> None:
+    """The approval that releases the action rides in the executor's activity (one
+    activity after the approval, not two) and precedes the action in the audit chain;
+    a review that decides nothing (the refusal) is still written on its own at once."""
+    server, target = target_server
+    action: dict[str, object] = {"type": "adjust_price", "reversible": False,
+                                 "params": {"sku": "s1", "new_price": 9.5}}
+    if over_http:
+        action["target_url"] = f"{server.url}/act"
+    request = make_request(task_type="price_adjustment", confidence=0.5,
+                           context={"requested_by": "alice"}, action=action)
+    async with hitl_worker() as hitl:
+        await hitl.submit(request)
+        with pytest.raises(ReviewRefused):  # the requester may not approve
+            await hitl.approve(request.decision_id, ApproveInput(reviewer="alice",
+                                                                 request_id="self"))
+        await hitl.approve(request.decision_id, ApproveInput(reviewer="bob", request_id="b1"))
+        state = await hitl.wait(request.decision_id, timeout=20)
+    assert state.status is DecisionStatus.EXECUTED
+    assert await _activity_types(client, request.decision_id) == [
+        "update_queue", "record_review", "execute_action"]
+    reviews = {r.request_id: r for r in _rows(sqlite_engine, ReviewRow, request.decision_id)}
+    assert set(reviews) == {"self", "b1"} and reviews["b1"].accepted
+    assert not reviews["self"].accepted
+    [execution] = _rows(sqlite_engine, ExecutionRow, request.decision_id)
+    assert reviews["self"].seq < reviews["b1"].seq < execution.seq  # type: ignore[operator]
+    assert execution.prev_hash == reviews["b1"].record_hash
+    assert target.counts == ({f"{request.decision_id}:execute": 1} if over_http else {})
+
+
+async def test_refused_execution_keeps_its_approval_on_file_once(
+        hitl_worker: WorkerFactory, target_server: tuple[LocalServer, Target],
+        sqlite_engine: Engine, client: Client) -> None:
+    """The target refuses (HTTP 422): the decision fails, and the approval that asked
+    for the action is in the store exactly once (the executor wrote it before the
+    request; the workflow's fallback write finds it there)."""
+    server, target = target_server
+    target.status = 422
+    request = make_request(task_type="price_adjustment", confidence=0.5,
+                           action={"type": "adjust_price", "reversible": False,
+                                   "params": {"sku": "s1", "new_price": 9.5},
+                                   "target_url": f"{server.url}/act"})
+    async with hitl_worker() as hitl:
+        await hitl.submit(request)
+        await hitl.approve(request.decision_id, ApproveInput(reviewer="bob", request_id="b1"))
+        state = await hitl.wait(request.decision_id, timeout=20)
+    assert state.status is DecisionStatus.FAILED and state.failure
+    assert "HTTP 422" in state.failure
+    assert [(r.request_id, r.accepted) for r in
+            _rows(sqlite_engine, ReviewRow, request.decision_id)] == [("b1", True)]
+    assert await _activity_types(client, request.decision_id) == [
+        "update_queue", "execute_action", "record_review"]
+    assert target.counts == {f"{request.decision_id}:execute": 1}

@@ -25,7 +25,8 @@ def test_histories_cover_every_path() -> None:
     names = {path.stem for path in HISTORIES}
     assert {"auto", "auto_recorded_locally", "auto_audit", "queue_rejected",
             "escalate_approved_with_refusal", "regenerated", "blind_double_review",
-            "judge_error", "provisional_revised", "irreversible_expired"} <= names
+            "judge_error", "provisional_revised", "irreversible_expired",
+            "approval_written_with_execution", "provisional_revision_with_review"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
