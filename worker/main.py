@@ -35,6 +35,10 @@ from hitl.policy import Policy, load_policy
 from hitl.policy_versions import PolicySource
 from hitl.settings import Settings
 from hitl.store import init_store, make_engine
+from worker.bytecode import cache_bytecode
+from workflows import decision as decision_module
+from workflows import options as options_module
+from workflows import recalibration as recalibration_module
 from workflows.decision import DecisionWorkflow
 from workflows.recalibration import RecalibrationWorkflow
 
@@ -52,6 +56,9 @@ SANDBOX = SandboxedWorkflowRunner(
         "typing_inspection",
     )
 )
+
+# What the sandbox imports afresh for each workflow run: their bytecode is cached at start.
+REIMPORTED = (decision_module, options_module, recalibration_module)
 
 
 def workflow_runner(settings: Settings) -> WorkflowRunner:
@@ -76,6 +83,7 @@ async def running_worker(
     version is re-read every ``policy_refresh_seconds``.
     """
     policy = policy or load_policy(settings.policy)
+    await asyncio.to_thread(cache_bytecode, REIMPORTED)
     engine = engine or make_engine(settings.resolved_database_url())
     init_store(engine)
     source = PolicySource(engine=engine, fallback=policy,
