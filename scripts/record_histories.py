@@ -76,8 +76,8 @@ async def queue_rejected(hitl: HitlClient, env: WorkflowEnvironment) -> str:
     return request.decision_id
 
 
-async def escalate_approved_with_refusal(hitl: HitlClient, env: WorkflowEnvironment) -> str:
-    request = make_request(decision_id="replay-escalate-approved", task_type="account_deletion",
+async def _four_eyes_with_refusal(hitl: HitlClient, decision_id: str) -> str:
+    request = make_request(decision_id=decision_id, task_type="account_deletion",
                            confidence=0.99, context={"requested_by": "mallory"},
                            action={"type": "delete_account", "params": {"account_id": "a"},
                                    "reversible": False})
@@ -90,22 +90,15 @@ async def escalate_approved_with_refusal(hitl: HitlClient, env: WorkflowEnvironm
     return request.decision_id
 
 
+async def escalate_approved_with_refusal(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    return await _four_eyes_with_refusal(hitl, "replay-escalate-approved")
+
+
 async def approval_written_with_execution(hitl: HitlClient, env: WorkflowEnvironment) -> str:
     """Four-eyes with a refusal, after the deciding review began riding in the
     executor's activity (patch review-with-execution); the refusal and the first
     approval are still written on their own."""
-    request = make_request(decision_id="replay-approval-with-execution",
-                           task_type="account_deletion", confidence=0.99,
-                           context={"requested_by": "mallory"},
-                           action={"type": "delete_account", "params": {"account_id": "a"},
-                                   "reversible": False})
-    await hitl.submit(request)
-    await hitl.signal(request.decision_id, "approve", ApproveInput(reviewer="mallory",
-                                                                   request_id="self"))
-    await hitl.approve(request.decision_id, ApproveInput(reviewer="alice", request_id="a1"))
-    await hitl.approve(request.decision_id, ApproveInput(reviewer="bob", request_id="b1"))
-    await hitl.wait(request.decision_id)
-    return request.decision_id
+    return await _four_eyes_with_refusal(hitl, "replay-approval-with-execution")
 
 
 async def judge_error(hitl: HitlClient, env: WorkflowEnvironment) -> str:
@@ -117,27 +110,26 @@ async def judge_error(hitl: HitlClient, env: WorkflowEnvironment) -> str:
     return request.decision_id
 
 
-async def provisional_revised(hitl: HitlClient, env: WorkflowEnvironment) -> str:
-    request = make_request(decision_id="replay-provisional-revised", confidence=0.5)
+async def _rejected_after_provisional(hitl: HitlClient, env: WorkflowEnvironment,
+                                      decision_id: str) -> str:
+    request = make_request(decision_id=decision_id, confidence=0.5)
     await hitl.submit(request)
     await env.sleep(3700)
     await hitl.signal(request.decision_id, "reject", RejectInput(
         reviewer="bob", reason="wrong", correct_answer="technical", request_id="r1"))
     await hitl.wait(request.decision_id)
     return request.decision_id
+
+
+async def provisional_revised(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    return await _rejected_after_provisional(hitl, env, "replay-provisional-revised")
 
 
 async def provisional_revision_with_review(hitl: HitlClient,
                                            env: WorkflowEnvironment) -> str:
     """``provisional_revised`` after patch review-with-execution: the rejection is
     written by the revision's executor activity."""
-    request = make_request(decision_id="replay-provisional-revision-review", confidence=0.5)
-    await hitl.submit(request)
-    await env.sleep(3700)
-    await hitl.signal(request.decision_id, "reject", RejectInput(
-        reviewer="bob", reason="wrong", correct_answer="technical", request_id="r1"))
-    await hitl.wait(request.decision_id)
-    return request.decision_id
+    return await _rejected_after_provisional(hitl, env, "replay-provisional-revision-review")
 
 
 async def irreversible_expired(hitl: HitlClient, env: WorkflowEnvironment) -> str:
