@@ -226,7 +226,9 @@ def _insert_once(
         if found is None:
             raise
         return found, False
-    return row, True  # no refresh: expire_on_commit=False keeps it whole, flush set its key
+    # No refresh: the flush set the key, and session_scope's expire_on_commit=False keeps
+    # the row whole (from a plain Session it reloads on first access, session still open).
+    return row, True
 
 
 # Claims the next place in a decision's chain and returns the link to it. The
