@@ -21,6 +21,7 @@ import json
 
 import httpx
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -59,14 +60,12 @@ class ExecutorActivities:
     def _record(self, row: ExecutionRow,
                 reviews: list[RecordReviewInput]) -> tuple[ExecutionRow, bool]:
         with session_scope(self._engine) as session:
-            for review in reviews:
-                record_review(session=session, review=review_row(review))
+            _record_reviews(session, reviews)
             return record_execution(session=session, execution=row)
 
     def _write_reviews(self, reviews: list[RecordReviewInput]) -> None:
         with session_scope(self._engine) as session:
-            for review in reviews:
-                record_review(session=session, review=review_row(review))
+            _record_reviews(session, reviews)
 
     async def _post(self, data: ExecuteInput, url: str) -> int:
         body = {
@@ -109,6 +108,12 @@ class ExecutorActivities:
         status_code = await self._post(data, url)
         saved, inserted = await asyncio.to_thread(self._record, _row(data, status_code), [])
         return _result(saved, deduplicated=not inserted, data=data)
+
+
+def _record_reviews(session: Session, reviews: list[RecordReviewInput]) -> None:
+    """The reviews that authorised a delivery, each insert-once (a retry adds nothing)."""
+    for review in reviews:
+        record_review(session=session, review=review_row(review))
 
 
 def _row(data: ExecuteInput, status_code: int | None) -> ExecutionRow:

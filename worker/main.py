@@ -83,7 +83,8 @@ async def running_worker(
     version is re-read every ``policy_refresh_seconds``.
     """
     policy = policy or load_policy(settings.policy)
-    await asyncio.to_thread(cache_bytecode, REIMPORTED)
+    if settings.workflow_sandbox == "strict":  # unsandboxed, nothing is re-imported
+        await asyncio.to_thread(cache_bytecode, REIMPORTED)
     engine = engine or make_engine(settings.resolved_database_url())
     init_store(engine)
     source = PolicySource(engine=engine, fallback=policy,
