@@ -122,14 +122,14 @@ class DecisionWorkflow:
                 "record_decision", record, result_type=RecordResult,
                 start_to_close_timeout=options.STORE_TIMEOUT,
                 schedule_to_close_timeout=options.STORE_SCHEDULE_TO_CLOSE,
-                retry_policy=options.STORE_RETRY, summary="record decision",
+                retry_policy=options.STORE_RETRY,
             )
         else:  # decisions that reached this point before the change replay as they ran
             await workflow.execute_activity(
                 "record_decision", record,
                 result_type=RecordResult, start_to_close_timeout=options.STORE_TIMEOUT,
                 schedule_to_close_timeout=options.STORE_SCHEDULE_TO_CLOSE,
-                retry_policy=options.STORE_RETRY, summary="record decision",
+                retry_policy=options.STORE_RETRY,
             )
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._drain_writes()  # reviews that arrived after the final record
@@ -172,7 +172,6 @@ class DecisionWorkflow:
             result: RulesResult = await workflow.execute_local_activity(
                 "check_rules", request, result_type=RulesResult,
                 start_to_close_timeout=options.RULES_TIMEOUT, retry_policy=options.RULES_RETRY,
-                summary="rules",
             )
             return result
         except (ActivityError, ApplicationError) as exc:
@@ -207,7 +206,6 @@ class DecisionWorkflow:
             result: JudgeResult = await workflow.execute_activity(
                 "judge_decision", judge_input, result_type=JudgeResult,
                 start_to_close_timeout=options.JUDGE_TIMEOUT, retry_policy=options.JUDGE_RETRY,
-                summary="LLM judge",
             )
             return result
         except (ActivityError, ApplicationError) as exc:
@@ -234,7 +232,7 @@ class DecisionWorkflow:
                 ),
                 result_type=RecordResult, start_to_close_timeout=options.STORE_TIMEOUT,
                 schedule_to_close_timeout=options.STORE_SCHEDULE_TO_CLOSE,
-                retry_policy=options.STORE_RETRY, summary="audit log",
+                retry_policy=options.STORE_RETRY,
             )
 
     # ---------------------------------------------------------- regenerate
@@ -424,7 +422,7 @@ class DecisionWorkflow:
                              output=output, may_be_revised=may_be_revised, reviews=reviews),
                 result_type=ExecutionResult, start_to_close_timeout=options.EXECUTE_TIMEOUT,
                 schedule_to_close_timeout=options.EXECUTE_SCHEDULE_TO_CLOSE,
-                retry_policy=options.EXECUTE_RETRY, summary=f"execute ({phase.value})",
+                retry_policy=options.EXECUTE_RETRY, summary=_phase_summary(phase),
             )
         except (ActivityError, ApplicationError) as exc:
             self._unwritten = reviews + self._unwritten  # written by _close_attempt instead
@@ -699,7 +697,7 @@ class DecisionWorkflow:
             queue_entry(state, summary=summary, version=self._queue_version),
             result_type=RecordResult, start_to_close_timeout=options.STORE_TIMEOUT,
             schedule_to_close_timeout=options.STORE_SCHEDULE_TO_CLOSE,
-            retry_policy=options.STORE_RETRY, summary="review queue",
+            retry_policy=options.STORE_RETRY,
         )
 
     def _labels(self) -> dict[str, str]:
@@ -742,3 +740,14 @@ def _cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     return str(exc) or type(exc).__name__
+
+
+def _phase_summary(phase: ExecutionPhase) -> str | None:
+    """The executor's summary in the Temporal UI, only where it says more than the
+    activity's type: a provisional delivery or a revision.
+
+    A summary is a payload of its own on the command, and the SDK enters the sandbox
+    four times per payload it encodes; the store and rules activities carry none for
+    that reason (docs/BENCHMARKS.md, "The sandbox, counted").
+    """
+    return None if phase is ExecutionPhase.EXECUTE else f"execute ({phase.value})"

@@ -9,9 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from temporalio.worker.workflow_sandbox._importer import Importer
+from temporalio.worker.workflow_sandbox._restrictions import RestrictionContext
 
 from worker.bytecode import cache_bytecode
-from worker.main import REIMPORTED
+from worker.main import REIMPORTED, SANDBOX
+from workflows.decision import DecisionWorkflow
+from workflows.recalibration import RecalibrationWorkflow
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fresh_module(tmp_path: Path, name: str) -> object:
@@ -52,8 +58,23 @@ def test_a_stale_pyc_is_rewritten(tmp_path: Path) -> None:
     assert cached.read_bytes()[:4] == importlib.util.MAGIC_NUMBER
 
 
-def test_the_worker_caches_the_workflow_modules() -> None:
-    assert {m.__name__ for m in REIMPORTED} >= {"workflows.decision", "workflows.options"}
+def _loaded_afresh(module: str) -> set[str]:
+    """The project's modules the worker's sandbox loads anew for each run of a
+    workflow defined in ``module`` (passed-through ones and restricted proxies aside)."""
+    importer = Importer(SANDBOX.restrictions, RestrictionContext(), workflow_module_name=module)
+    namespace: dict[str, object] = {"importer": importer}
+    exec(f"with importer.applied():\n  import {module}\n", namespace)  # noqa: S102
+    return {name for name, loaded in importer.new_modules.items()
+            if loaded is not sys.modules.get(name)
+            and Path(getattr(loaded, "__file__", None) or "/").resolve().is_relative_to(ROOT)}
+
+
+def test_the_worker_caches_what_the_sandbox_imports_afresh() -> None:
+    reimported = {m.__name__ for m in REIMPORTED}
+    for workflow in (DecisionWorkflow, RecalibrationWorkflow):
+        afresh = _loaded_afresh(workflow.__module__)
+        assert workflow.__module__ in afresh  # the workflow's own code stays sandboxed
+        assert afresh <= reimported, afresh - reimported
     cache_bytecode(REIMPORTED)
     for module in REIMPORTED:
         assert module.__file__ is not None
