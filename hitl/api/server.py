@@ -31,12 +31,23 @@ class EmbeddedServer(uvicorn.Server):
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket; binding here (not in uvicorn, which calls ``sys.exit`` on
-    failure) turns a busy port into an ordinary error and lets tests use port 0."""
+    failure) turns a busy port into an ordinary error and lets tests use port 0.
+
+    TCP_NODELAY is set here because asyncio does not set it on connections accepted
+    from a socket it did not create (``create_server`` leaves the protocol number 0,
+    which asyncio's check skips). Without it, each request after the first on a
+    kept-alive connection waited about 40 ms: uvicorn writes the response head and
+    body separately, and Nagle's algorithm held the body for the client's delayed
+    ACK (measured: 44 ms against 1.5 ms per ``GET /healthz``; docs/BENCHMARKS.md).
+    Accepted connections inherit the option from the listening socket.
+    """
     try:
-        return socket.create_server((host, port))
+        sock = socket.create_server((host, port))
     except OSError as exc:
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}",
                          field="port") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def url_of(sock: socket.socket) -> str:
