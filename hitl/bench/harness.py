@@ -140,6 +140,7 @@ class Harness:
         self.engine = make_engine(f"sqlite:///{self.data_dir / 'hitl.db'}")
         self.env: WorkflowEnvironment | None = None
         self.server_pid: int | None = None
+        self.reviewer_token = ""  # the bench reviewer's, set on entry (the API's queue)
 
     @property
     def client(self) -> Client:
@@ -156,7 +157,8 @@ class Harness:
     async def __aenter__(self) -> Harness:
         init_store(self.engine)
         with Session(self.engine) as session:
-            add_reviewer(session=session, name=REVIEWER, risks=list(RiskLevel))
+            _, self.reviewer_token = add_reviewer(session=session, name=REVIEWER,
+                                                  risks=list(RiskLevel))
         try:
             # Only the server started here: a test session may already run its own dev
             # server as another child of this process, idle, whose CPU would read ~0.

@@ -1,6 +1,11 @@
 """Pending scale: worker memory and review-queue latency with P decisions waiting at
 once, then the drain rate of approving them all.
 
+The queue is read three ways at each level: through the review API over HTTP
+(``GET /api/queue``, what a reviewer's page waits for, and what the target is
+about), from the ``review_queue`` table the API reads, and from Temporal
+visibility (``HitlClient.pending``, for services).
+
 Memory is read at half and at all of P: with P above the worker's workflow
 cache (``max_cached_workflows``, 1,000 by default) the two figures should
 match, because the cache, not the number pending, bounds what stays resident.
@@ -9,12 +14,14 @@ match, because the cache, not the number pending, bounds what stays resident.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sized
+from collections.abc import AsyncIterator, Awaitable, Callable, Sized
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import httpx
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -41,29 +48,37 @@ async def pending(h: Harness, config: BenchConfig, tag: str) -> dict[str, Any]:
     idle = h.hitl_worker.usage()
     samples: list[dict[str, Any]] = []
     submitted = 0
-    for level in levels:
-        submit = await submit_all(h, requests[submitted:level], config,
-                                   f"pending: submitting to {level}")
-        submitted = level
-        await until(partial(counted, h, PENDING_QUERY, level), within=600,
-                    what=f"{level} decisions pending review")
-        await asyncio.sleep(1.0)
-        usage = h.hitl_worker.usage()
-        visibility = await _sample(lambda: h.hitl.pending(limit=QUEUE_PAGE),
-                                   config.queue_samples)
-        sample: dict[str, Any] = {
-            "pending": level, "worker_rss_mb": _rss(usage),
-            "submit_per_second": round(submit.throughput, 1),
-            "queue_first_page_ms": latency_summary_ms(visibility.latencies),
-            "queue_page_size": visibility.size,
-            "queue_samples": len(visibility.latencies),
-        }
-        store = _store_queue(h)
-        if store is not None:
-            table = await _sample(store, config.queue_samples)
-            sample |= {"store_queue_first_page_ms": latency_summary_ms(table.latencies),
-                       "store_queue_page_size": table.size}
-        samples.append(sample)
+    async with _api_queue(h) as api:
+        for level in levels:
+            submit = await submit_all(h, requests[submitted:level], config,
+                                       f"pending: submitting to {level}")
+            submitted = level
+            await until(partial(counted, h, PENDING_QUERY, level), within=600,
+                        what=f"{level} decisions pending review")
+            await asyncio.sleep(1.0)
+            usage = h.hitl_worker.usage()
+            visibility = await _sample(lambda: h.hitl.pending(limit=QUEUE_PAGE),
+                                       config.queue_samples)
+            sample: dict[str, Any] = {
+                "pending": level, "worker_rss_mb": _rss(usage),
+                "submit_per_second": round(submit.throughput, 1),
+                "queue_first_page_ms": latency_summary_ms(visibility.latencies),
+                "queue_page_size": visibility.size,
+                "queue_samples": len(visibility.latencies),
+            }
+            store = _store_queue(h)
+            if store is not None:
+                table = await _sample(store, config.queue_samples)
+                sample |= {"store_queue_first_page_ms": latency_summary_ms(table.latencies),
+                           "store_queue_page_size": table.size}
+            if api is not None:
+                served = await _sample(api, config.queue_samples)
+                if served.size != min(QUEUE_PAGE, level):
+                    raise BenchError(f"GET /api/queue returned {served.size} items with "
+                                     f"{level} pending; expected {min(QUEUE_PAGE, level)}")
+                sample |= {"api_queue_first_page_ms": latency_summary_ms(served.latencies),
+                           "api_queue_page_size": served.size}
+            samples.append(sample)
 
     progress = Progress(f"pending: approving {total}", total, enabled=config.progress)
     started = time.perf_counter()
@@ -167,6 +182,30 @@ def _store_queue(h: Harness) -> Callable[[], Awaitable[Sized]] | None:
     async def page() -> Sized:
         return (await source.page(query)).items
     return page
+
+
+@contextlib.asynccontextmanager
+async def _api_queue(h: Harness) -> AsyncIterator[Callable[[], Awaitable[Sized]] | None]:
+    """The review API, served by uvicorn on 127.0.0.1 in this process, read as the
+    benchmark's reviewer with its bearer token over one kept-alive connection, as a
+    reviewer's page reads it (opened by an untimed first request); None when this
+    tree has no API."""
+    try:
+        from hitl.api.app import create_app
+        from hitl.api.server import serving
+    except ImportError:
+        yield None
+        return
+    app = create_app(hitl=h.hitl, engine=h.engine)
+    headers = {"Authorization": f"Bearer {h.reviewer_token}"}
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, headers=headers) as http:
+        async def page() -> Sized:
+            response = await http.get("/api/queue", params={"limit": QUEUE_PAGE})
+            response.raise_for_status()
+            items: list[Any] = response.json()["items"]
+            return items
+        await page()
+        yield page
 
 
 def _rss(usage: ProcUsage | None) -> float | None:

@@ -61,6 +61,9 @@ def test_quick_bench_runs_every_phase_and_executes_every_decision(
     assert [level["pending"] for level in scale["levels"]] == [total // 2, total]
     assert all(level["worker_rss_mb"] > 0 and level["queue_page_size"] == 50
                for level in scale["levels"])
+    # The queue through the review API over HTTP, with the reviewer's token: a full page.
+    assert all(level["api_queue_page_size"] == 50 and level["api_queue_first_page_ms"]["p95"] > 0
+               for level in scale["levels"])
     assert scale["executed"] == scale["pending"] == total
     assert scale["drain"]["per_second"] > 0 and scale["drain"]["signal_errors"] == 0
 
@@ -73,6 +76,7 @@ def test_quick_bench_runs_every_phase_and_executes_every_decision(
     table = capsys.readouterr().out
     assert "autonomous throughput" in table and "gate latency p50" in table
     assert "autonomous throughput, hitl vs floor" in table
+    assert f"queue first page p95 (HTTP API, GET /api/queue), {total:,} pending" in table
     text = markdown.read_text()
     assert text.startswith("# notes kept") and text.rstrip().endswith("tail kept")
     assert "STALE-BLOCK" not in text and "| autonomous throughput (decisions/s) |" in text
