@@ -28,6 +28,7 @@ class ReviewQueueRow(SQLModel, table=True):
         Index("ix_review_queue_zone_order", "zone", "waiting", "priority", "sla_deadline"),
         Index("ix_review_queue_risk_order", "risk", "waiting", "priority", "sla_deadline"),
         Index("ix_review_queue_task_order", "task_type", "waiting", "priority", "sla_deadline"),
+        Index("ix_review_queue_escalated_at", "escalated_at"),  # metrics windows
     )
 
     decision_id: str = Field(primary_key=True, max_length=200)

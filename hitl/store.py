@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Column, Text, UniqueConstraint, event, text
+from sqlalchemy import Column, Index, Text, UniqueConstraint, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
@@ -38,6 +38,9 @@ class DecisionRecord(SQLModel, table=True):
     """The final record of a decision with its whole trail (state as JSON)."""
 
     __tablename__ = "decisions"
+    # Windows by submission time (metrics, the dashboard) and the export's keyset
+    # order (submitted_at, decision_id): an index range, not a scan of every decision.
+    __table_args__ = (Index("ix_decisions_submitted", "submitted_at", "decision_id"),)
 
     decision_id: str = Field(primary_key=True, max_length=200)
     task_type: str = Field(index=True, max_length=64)
@@ -59,7 +62,8 @@ class ReviewRow(SQLModel, table=True):
 
     __tablename__ = "reviews"
     __table_args__ = (UniqueConstraint("decision_id", "request_id", name="uq_review_request"),
-                      UniqueConstraint("decision_id", "seq", name="uq_review_chain_seq"))
+                      UniqueConstraint("decision_id", "seq", name="uq_review_chain_seq"),
+                      Index("ix_reviews_reviewed_at", "reviewed_at"))  # metrics windows
 
     id: int | None = Field(default=None, primary_key=True)
     decision_id: str = Field(index=True, max_length=200)
@@ -90,6 +94,7 @@ class AuditRow(SQLModel, table=True):
     """An AUTO_AUDIT decision: executed, logged, and maybe sampled for review."""
 
     __tablename__ = "audits"
+    __table_args__ = (Index("ix_audits_created_at", "created_at"),)  # metrics windows
 
     decision_id: str = Field(primary_key=True, max_length=200)
     task_type: str = Field(index=True, max_length=64)

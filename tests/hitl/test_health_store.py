@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -342,3 +343,29 @@ def test_cli_reports_the_last_recalibration_and_the_feedback_it_used(
     assert fb["used_share"] == pytest.approx(0.5)
     assert datetime.fromisoformat(fb["last_recalibration"]) == stored_at.replace(tzinfo=UTC)
     assert fb["days_since_recalibration"] is not None and fb["days_since_recalibration"] >= 0
+
+
+def test_the_window_reads_indexes_not_whole_tables(tmp_path: Path) -> None:
+    """Every query of the health reader (``hitl metrics``, the dashboard) reads an index
+    range on its time column: at a million decisions a full scan is seconds per page.
+    SQLite's plan for the statements the reader actually sends, with their parameters."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'plans.db'}")
+    init_store(engine)
+    sent: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    with Session(engine) as session:
+        load_health_data(session=session, since=SINCE, until=UNTIL)
+    event.remove(engine, "before_cursor_execute", capture)
+    assert len(sent) >= 4  # decisions, review trails, their records, audits, queue
+    with engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        for statement, parameters in sent:
+            plan = [row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)]
+            assert not [step for step in plan if step.startswith("SCAN")], (statement, plan)
+    engine.dispose()
