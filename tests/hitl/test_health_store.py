@@ -347,8 +347,9 @@ def test_cli_reports_the_last_recalibration_and_the_feedback_it_used(
 
 def test_the_window_reads_indexes_not_whole_tables(tmp_path: Path) -> None:
     """Every query of the health reader (``hitl metrics``, the dashboard) reads an index
-    range on its time column: at a million decisions a full scan is seconds per page.
-    SQLite's plan for the statements the reader actually sends, with their parameters."""
+    range on its time column, not the whole table, whose scan grows with the store (one
+    day's window over 100,000 decisions: 71 ms scanning, 35 ms by the index). SQLite's
+    plan for the statements the reader actually sends, with their parameters."""
     engine = make_engine(f"sqlite:///{tmp_path / 'plans.db'}")
     init_store(engine)
     sent: list[tuple[str, Any]] = []
