@@ -327,10 +327,13 @@ def reviewed_decisions(*, session: Session, since: datetime | None = None,
     Streams: pages of ``page_size`` decisions by keyset on (submitted_at,
     decision_id), each page's reviews, audits and executions in one query each.
     """
+    # Correlated EXISTS, so the planner walks the submission-time index and looks each
+    # decision up; "IN (every reviewed ID)" read the whole reviews and audits tables.
     judged = or_(
-        col(DecisionRecord.decision_id).in_(select(ReviewRow.decision_id)),
-        col(DecisionRecord.decision_id).in_(
-            select(AuditRow.decision_id).where(col(AuditRow.verdict).is_not(None))))
+        select(ReviewRow.id).where(ReviewRow.decision_id == DecisionRecord.decision_id)
+        .exists(),
+        select(AuditRow.decision_id).where(AuditRow.decision_id == DecisionRecord.decision_id,
+                                           col(AuditRow.verdict).is_not(None)).exists())
     base = select(DecisionRecord).where(judged)
     if since is not None:
         base = base.where(col(DecisionRecord.submitted_at) >= since)
