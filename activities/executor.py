@@ -52,8 +52,11 @@ class ExecutorActivities:
         self._client = client
         self._settings = settings
 
-    def _find(self, data: ExecuteInput) -> ExecutionRow | None:
+    def _reviews_then_find(self, data: ExecuteInput) -> ExecutionRow | None:
+        """The authorising reviews written (before any request: the approval is on file
+        whatever the target does), then this phase's ledger row, if any."""
         with session_scope(self._engine) as session:
+            _record_reviews(session, data.reviews)
             return find_execution(
                 session=session, decision_id=data.decision_id, phase=data.phase.value)
 
@@ -62,10 +65,6 @@ class ExecutorActivities:
         with session_scope(self._engine) as session:
             _record_reviews(session, reviews)
             return record_execution(session=session, execution=row)
-
-    def _write_reviews(self, reviews: list[RecordReviewInput]) -> None:
-        with session_scope(self._engine) as session:
-            _record_reviews(session, reviews)
 
     async def _post(self, data: ExecuteInput, url: str) -> int:
         body = {
@@ -99,9 +98,7 @@ class ExecutorActivities:
             if not inserted:
                 _deduplicated(data)
             return _result(saved, deduplicated=not inserted, data=data)
-        if data.reviews:  # before the request: the approval is on file whatever the target does
-            await asyncio.to_thread(self._write_reviews, data.reviews)
-        existing = await asyncio.to_thread(self._find, data)
+        existing = await asyncio.to_thread(self._reviews_then_find, data)
         if existing is not None:
             _deduplicated(data)
             return _result(existing, deduplicated=True, data=data)
