@@ -58,6 +58,14 @@ async def auto_recorded_locally(hitl: HitlClient, env: WorkflowEnvironment) -> s
     return request.decision_id
 
 
+async def auto_folded(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    """AUTO after patch FOLDED: one marker in the first workflow task stands for the
+    earlier patches."""
+    request = make_request(decision_id="replay-auto-folded", confidence=0.95)
+    await hitl.decide(request)
+    return request.decision_id
+
+
 async def auto_audit(hitl: HitlClient, env: WorkflowEnvironment) -> str:
     request = make_request(decision_id="replay-auto-audit", task_type="content_moderation",
                            outcome="approve", confidence=0.97,
@@ -101,6 +109,12 @@ async def approval_written_with_execution(hitl: HitlClient, env: WorkflowEnviron
     return await _four_eyes_with_refusal(hitl, "replay-approval-with-execution")
 
 
+async def approval_folded(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    """``approval_written_with_execution`` after patch FOLDED: no patch marker after
+    the approvals."""
+    return await _four_eyes_with_refusal(hitl, "replay-approval-folded")
+
+
 async def judge_error(hitl: HitlClient, env: WorkflowEnvironment) -> str:
     request = make_request(decision_id="replay-judge-error", confidence=0.99)
     await hitl.submit(request)
@@ -130,6 +144,11 @@ async def provisional_revision_with_review(hitl: HitlClient,
     """``provisional_revised`` after patch review-with-execution: the rejection is
     written by the revision's executor activity."""
     return await _rejected_after_provisional(hitl, env, "replay-provisional-revision-review")
+
+
+async def provisional_folded(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    """``provisional_revision_with_review`` after patch FOLDED."""
+    return await _rejected_after_provisional(hitl, env, "replay-provisional-folded")
 
 
 async def irreversible_expired(hitl: HitlClient, env: WorkflowEnvironment) -> str:
@@ -201,9 +220,9 @@ async def main() -> None:
     async with await WorkflowEnvironment.start_local(
             dev_server_existing_path=str(BIN / "temporal"), search_attributes=sa.ALL,
             data_converter=converter) as env:
-        await record(env, [auto, auto_recorded_locally, auto_audit, queue_rejected,
-                           escalate_approved_with_refusal, approval_written_with_execution,
-                           regenerated])
+        await record(env, [auto, auto_recorded_locally, auto_folded, auto_audit,
+                           queue_rejected, escalate_approved_with_refusal,
+                           approval_written_with_execution, approval_folded, regenerated])
         await record(env, [blind_double_review], policy=blind_policy())
         judge = Judge()
         judge.mode = "garbage"
@@ -214,7 +233,7 @@ async def main() -> None:
             data_converter=converter) as env:
         await sa.register(env.client)
         await record(env, [provisional_revised, provisional_revision_with_review,
-                           irreversible_expired])
+                           provisional_folded, irreversible_expired])
 
 
 if __name__ == "__main__":

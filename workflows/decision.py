@@ -69,6 +69,23 @@ with workflow.unsafe.imports_passed_through():
     from workflows import options
 
 PRIORITY_URGENT, PRIORITY_NORMAL, PRIORITY_OVERDUE = 1, 3, 0
+
+# Each change to the command sequence since the first release was guarded by its own
+# ``workflow.patched`` ID. A patch costs every new decision a marker and a
+# TemporalChangeVersion upsert (a visibility write), and all three of these fired after
+# the approve signal, inside the wait a reviewer's approval releases. FOLDED, taken at a
+# decision's first workflow task, stands for all of them: a decision started since carries
+# that one marker; one started before it has no FOLDED marker in its history, so it asks
+# its own patches, as it did when it ran.
+FOLDED_PATCHES = ("record-decision-local", "reviews-in-arrival-order", "review-with-execution")
+FOLDED = "folded-2026-11"
+
+
+def _patched(patch_id: str) -> bool:
+    """Whether this run takes the path ``patch_id`` introduced (one of FOLDED_PATCHES).
+    The SDK memoises each answer, so asking FOLDED again writes nothing; ``patch_id`` is
+    asked only by decisions started before FOLDED."""
+    return workflow.patched(FOLDED) or workflow.patched(patch_id)
 ReviewT = TypeVar("ReviewT", ApproveInput, RejectInput)
 
 
@@ -100,6 +117,7 @@ class DecisionWorkflow:
 
     @workflow.run
     async def run(self, request: DecisionRequest) -> DecisionState:
+        workflow.patched(FOLDED)  # first, so its marker is in the first workflow task
         state = self._state
         await self._screen_and_decide()
         while self._regeneration_due() and await self._regenerate():
@@ -113,7 +131,7 @@ class DecisionWorkflow:
         self._queue_version += 1
         record = RecordDecisionInput(request=self._request, state=state,
                                      queue_version=self._queue_version)
-        if workflow.patched("record-decision-local"):
+        if _patched("record-decision-local"):
             # An idempotent upsert, so a local activity's at-least-once retry is safe; its
             # result is a marker in this workflow task instead of a scheduled activity and
             # one more workflow task (measured: unloaded latency 150 -> 100 ms, at parity
@@ -514,7 +532,7 @@ class DecisionWorkflow:
             # Held until routing: the zone and risk decide whether and by whom it may be taken.
             await workflow.wait_condition(lambda: state.routing is not None)
         authorization = None if stale else await self._authorize(data.reviewer)
-        if workflow.patched("reviews-in-arrival-order"):
+        if _patched("reviews-in-arrival-order"):
             # Authorizations run side by side and finish in any order; the reviews are
             # applied in the order they arrived, so an approval sent before a rejection
             # wins whichever reviewer's lookup returned first.
@@ -554,7 +572,7 @@ class DecisionWorkflow:
                                   confidence=state.confidence,
                                   zone=state.zone.value if state.zone else None,
                                   risk=state.risk.value if state.risk else None, review=record)
-        if self._delivers_next(record) and workflow.patched("review-with-execution"):
+        if self._delivers_next(record) and _patched("review-with-execution"):
             # The review that releases a delivery is written by the executor, before the
             # ledger row it authorises: one activity where there were two (measured in
             # docs/BENCHMARKS.md). _close_attempt writes it if no delivery takes it.

@@ -49,6 +49,7 @@ from hitl.state import DecisionState
 from tests.conftest import BIN, WorkerFactory
 from tests.factories import make_request
 from tests.http_servers import Judge, LocalServer
+from workflows.decision import FOLDED, FOLDED_PATCHES
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -136,7 +137,7 @@ def _is_search_attribute(path: str) -> bool:
     return ".search_attributes." in path
 
 
-PATCHES = {"record-decision-local", "reviews-in-arrival-order", "review-with-execution"}
+PATCHES = {FOLDED, *FOLDED_PATCHES}
 
 
 def _is_sdk_marker_data(path: str, payload: Payload) -> bool:

@@ -512,3 +512,36 @@ async def test_refused_execution_keeps_its_approval_on_file_once(
     assert await _activity_types(client, request.decision_id) == [
         "update_queue", "execute_action", "record_review"]
     assert target.counts == {f"{request.decision_id}:execute": 1}
+
+
+async def test_a_gated_decision_carries_one_patch_marker_in_its_first_task(
+        hitl_worker: WorkerFactory, client: Client) -> None:
+    """Each ``workflow.patched`` ID a run asks for costs it a marker and a
+    TemporalChangeVersion upsert; the three a gated decision once asked for came after
+    the approval, inside the wait it releases. FOLDED stands for all three, taken in the
+    first workflow task, and nothing patches the path from approval to action."""
+    from workflows.decision import FOLDED
+
+    request = make_request(task_type="price_adjustment", confidence=0.5,
+                           action={"type": "adjust_price", "reversible": False,
+                                   "params": {"sku": "s1", "new_price": 9.5}})
+    async with hitl_worker() as hitl:
+        await hitl.submit(request)
+        await hitl.approve(request.decision_id, ApproveInput(reviewer="bob"))
+        assert (await hitl.wait(request.decision_id, timeout=20)).status is (
+            DecisionStatus.EXECUTED)
+    history = await client.get_workflow_handle(request.decision_id).fetch_history()
+    first_task = next(e.event_id for e in history.events
+                      if e.HasField("workflow_task_completed_event_attributes"))
+    patches = [(json.loads(e.marker_recorded_event_attributes.details["patch-data"]
+                           .payloads[0].data)["id"],
+                e.marker_recorded_event_attributes.workflow_task_completed_event_id)
+               for e in history.events if e.HasField("marker_recorded_event_attributes")
+               and "patch-data" in e.marker_recorded_event_attributes.details]
+    assert patches == [(FOLDED, first_task)]
+    versions = [e.upsert_workflow_search_attributes_event_attributes
+                for e in history.events
+                if e.HasField("upsert_workflow_search_attributes_event_attributes")
+                and "TemporalChangeVersion" in e.upsert_workflow_search_attributes_event_attributes
+                .search_attributes.indexed_fields]
+    assert [v.workflow_task_completed_event_id for v in versions] == [first_task]

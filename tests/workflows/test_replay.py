@@ -26,7 +26,8 @@ def test_histories_cover_every_path() -> None:
     assert {"auto", "auto_recorded_locally", "auto_audit", "queue_rejected",
             "escalate_approved_with_refusal", "regenerated", "blind_double_review",
             "judge_error", "provisional_revised", "irreversible_expired",
-            "approval_written_with_execution", "provisional_revision_with_review"} <= names
+            "approval_written_with_execution", "provisional_revision_with_review",
+            "auto_folded", "approval_folded", "provisional_folded"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
