@@ -21,7 +21,7 @@ import httpx
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 import workflows as workflows_package
 from activities.executor import ExecutorActivities
@@ -37,6 +37,7 @@ from hitl.policy_versions import PolicySource
 from hitl.settings import Settings
 from hitl.store import init_store, make_engine
 from worker.bytecode import cache_bytecode
+from worker.sandbox import DirectLookupSandboxRunner
 from workflows import decision as decision_module
 from workflows import recalibration as recalibration_module
 from workflows.decision import DecisionWorkflow
@@ -50,8 +51,9 @@ ACTIVITY_THREADS = 16
 # re-imported for every workflow run: same behaviour, far less CPU per decision.
 # So is workflows.options, which holds constants only (timeouts, retry policies):
 # 0.3 ms less per new decision. The workflow modules themselves are not, so the
-# sandbox keeps checking the code that must stay deterministic.
-SANDBOX = SandboxedWorkflowRunner(
+# sandbox keeps checking the code that must stay deterministic. Payloads'
+# serialization contexts are looked up without entering the sandbox (worker.sandbox).
+SANDBOX = DirectLookupSandboxRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
         "hitl", "pydantic", "pydantic_core", "annotated_types", "typing_extensions",
         "typing_inspection", "workflows.options",
