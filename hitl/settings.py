@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         default="strict",
         description="strict: each decision's workflow code runs in Temporal's sandbox, which "
                     "refuses non-deterministic calls at run time. off: no sandbox, about a "
-                    "third less worker CPU per decision; determinism is then guarded only by "
+                    "quarter less worker CPU per decision; determinism is then guarded only by "
                     "the test suite and the replay tests, which always run strict.")
 
     metrics_address: str | None = Field(

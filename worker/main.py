@@ -67,7 +67,7 @@ REIMPORTED = (workflows_package, decision_module, recalibration_module)
 def workflow_runner(settings: Settings) -> WorkflowRunner:
     """The sandbox by default; none with ``HITL_WORKFLOW_SANDBOX=off``.
 
-    Off trades the run-time check for about a third of the worker's CPU per decision
+    Off trades the run-time check for about a quarter of the worker's CPU per decision
     (docs/BENCHMARKS.md). The workflow code is still held to determinism: the test
     suite and the replay of recorded histories run it in the sandbox.
     """

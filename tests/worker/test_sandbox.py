@@ -1,4 +1,4 @@
-"""``HITL_WORKFLOW_SANDBOX``: strict by default, ``off`` for a third less worker CPU.
+"""``HITL_WORKFLOW_SANDBOX``: strict by default, ``off`` for a quarter less worker CPU.
 
 The suite itself always runs strict (the ``hitl_worker`` fixture pins it), so
 the sandbox keeps checking the workflow code; these tests show that ``off``
