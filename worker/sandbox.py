@@ -16,8 +16,9 @@ instance directly. The workflow code itself still runs only inside the sandbox, 
 all its checks: what the sandbox guards is unchanged.
 
 This reaches into two private names of the SDK (``_Instance`` and the sandbox's
-``__temporal_in_sandbox`` global). If a future SDK moves them, the lookups fall back
-to the SDK's own path, and tests/worker/test_sandbox.py fails so the upgrade is seen.
+``__temporal_in_sandbox`` global), so pyproject.toml pins the SDK's minor version. If
+a later SDK moves the global, the lookups fall back to the SDK's own path, and
+tests/worker/test_sandbox.py fails so the upgrade is seen.
 """
 
 from __future__ import annotations
