@@ -59,6 +59,13 @@ class Settings(BaseSettings):
                     "quarter less worker CPU per decision; determinism is then guarded only by "
                     "the test suite and the replay tests, which always run strict.")
 
+    inactive_patches: str | None = Field(
+        default=None,
+        description="Comma-separated workflow.patched IDs this worker leaves inactive (e.g. "
+                    "folded-2026-11), for a rolling upgrade: new code runs as the old did "
+                    "until the setting is dropped, once no older worker is left. A decision "
+                    "whose history already holds a patch's marker still takes its path.")
+
     metrics_address: str | None = Field(
         default=None, description="host:port for the worker's Prometheus /metrics endpoint.")
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -20,7 +20,12 @@ from datetime import timedelta
 import httpx
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker import (
+    PatchActivationInput,
+    UnsandboxedWorkflowRunner,
+    Worker,
+    WorkflowRunner,
+)
 from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 import workflows as workflows_package
@@ -32,6 +37,7 @@ from activities.reviewers import ReviewerActivities
 from activities.rules import RulesActivities
 from activities.store import StoreActivities
 from hitl.connection import connect
+from hitl.errors import InputError
 from hitl.policy import Policy, load_policy
 from hitl.policy_versions import PolicySource
 from hitl.settings import Settings
@@ -40,7 +46,7 @@ from worker.bytecode import cache_bytecode
 from worker.sandbox import DirectLookupSandboxRunner
 from workflows import decision as decision_module
 from workflows import recalibration as recalibration_module
-from workflows.decision import DecisionWorkflow
+from workflows.decision import FOLDED, FOLDED_PATCHES, DecisionWorkflow
 from workflows.recalibration import RecalibrationWorkflow
 
 log = logging.getLogger("hitl.worker")
@@ -74,6 +80,31 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
     return SANDBOX if settings.workflow_sandbox == "strict" else UnsandboxedWorkflowRunner()
 
 
+PATCH_IDS = frozenset({FOLDED, *FOLDED_PATCHES})  # every ID the workflow code asks for
+
+
+def patch_activation(settings: Settings) -> Callable[[PatchActivationInput], bool] | None:
+    """The SDK's patch-activation callback for ``HITL_INACTIVE_PATCHES``, or None.
+
+    A worker that has never seen a patch replays a history holding its marker as a
+    nondeterminism error: its workflow task fails until a newer worker takes it. With
+    the new patch left inactive, a rolling upgrade writes only markers every worker
+    knows; dropping the setting after the last older worker stops turns it on for the
+    decisions that reach it from then on. Replay always follows the history.
+    """
+    if not settings.inactive_patches:
+        return None
+    inactive = frozenset(p.strip() for p in settings.inactive_patches.split(",") if p.strip())
+    unknown = sorted(inactive - PATCH_IDS)
+    if unknown:
+        raise InputError(f"HITL_INACTIVE_PATCHES: unknown patch {unknown[0]!r}; the workflow "
+                         f"asks for {', '.join(sorted(PATCH_IDS))}", field="inactive_patches")
+
+    def activate(patch: PatchActivationInput) -> bool:
+        return patch.patch_id not in inactive
+    return activate
+
+
 @asynccontextmanager
 async def running_worker(
     client: Client, settings: Settings, *, policy: Policy | None = None,
@@ -86,6 +117,7 @@ async def running_worker(
     version is re-read every ``policy_refresh_seconds``.
     """
     policy = policy or load_policy(settings.policy)
+    activation = patch_activation(settings)  # a bad value fails before anything starts
     if settings.workflow_sandbox == "strict":  # unsandboxed, nothing is re-imported
         await asyncio.to_thread(cache_bytecode, REIMPORTED)
     engine = engine or make_engine(settings.resolved_database_url())
@@ -120,12 +152,14 @@ async def running_worker(
                 workflow_runner=workflow_runner(settings),
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 max_cached_workflows=settings.max_cached_workflows,
+                patch_activation_callback=activation,
             )
             async with worker:
                 log.info("worker started", extra={
                     "task_queue": settings.task_queue, "sandbox": settings.workflow_sandbox,
                     "policy": source.current().policy.full_version,
-                    "judge": "configured" if judge.configured else "skipped"})
+                    "judge": "configured" if judge.configured else "skipped",
+                    "inactive_patches": settings.inactive_patches})
                 yield worker
 
 
@@ -143,6 +177,7 @@ async def _refreshing(source: PolicySource) -> AsyncIterator[None]:
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop`` is set)."""
+    patch_activation(settings)  # a bad HITL_INACTIVE_PATCHES fails before connecting
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

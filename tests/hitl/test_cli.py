@@ -130,6 +130,16 @@ async def test_unreachable_temporal_exits_1_with_one_line(tmp_path: Path) -> Non
     assert code == 1 and err.strip().count("\n") == 0 and "cannot reach Temporal" in err
 
 
+async def test_worker_refuses_an_unknown_inactive_patch_before_connecting(
+        tmp_path: Path) -> None:
+    code, out, err = await hitl("worker", env={
+        "HITL_TEMPORAL_ADDRESS": "127.0.0.1:1", "HITL_DATA_DIR": str(tmp_path),
+        "HITL_INACTIVE_PATCHES": "folded-2026-11,fold-2026-11"})
+    assert code == 2 and out == "" and err.strip().count("\n") == 0, err
+    assert "HITL_INACTIVE_PATCHES: unknown patch 'fold-2026-11'" in err
+    assert not (tmp_path / "hitl.db").exists()  # nothing started, nothing written
+
+
 async def test_policy_check(tmp_path: Path) -> None:
     code, out, _ = await hitl("policy", env={})
     assert code == 0 and out.startswith("ok\tdefault-1+")

@@ -10,8 +10,9 @@ import uuid
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 
+from hitl.client import HitlClient
 from hitl.enums import DecisionStatus, ErrorCategory, ExecutionPhase, LayerStatus, RiskLevel, Zone
 from hitl.errors import DecisionClosed, DecisionConflict, DecisionNotFound, ReviewRefused
 from hitl.review import ApproveInput, RejectInput
@@ -514,6 +515,15 @@ async def test_refused_execution_keeps_its_approval_on_file_once(
     assert target.counts == {f"{request.decision_id}:execute": 1}
 
 
+def _patch_markers(history: WorkflowHistory) -> list[tuple[str, int]]:
+    """(patch ID, the workflow task that wrote it) for each patch marker."""
+    return [(json.loads(e.marker_recorded_event_attributes.details["patch-data"]
+                        .payloads[0].data)["id"],
+             e.marker_recorded_event_attributes.workflow_task_completed_event_id)
+            for e in history.events if e.HasField("marker_recorded_event_attributes")
+            and "patch-data" in e.marker_recorded_event_attributes.details]
+
+
 async def test_a_gated_decision_carries_one_patch_marker_in_its_first_task(
         hitl_worker: WorkerFactory, client: Client) -> None:
     """Each ``workflow.patched`` ID a run asks for costs it a marker and a
@@ -533,15 +543,55 @@ async def test_a_gated_decision_carries_one_patch_marker_in_its_first_task(
     history = await client.get_workflow_handle(request.decision_id).fetch_history()
     first_task = next(e.event_id for e in history.events
                       if e.HasField("workflow_task_completed_event_attributes"))
-    patches = [(json.loads(e.marker_recorded_event_attributes.details["patch-data"]
-                           .payloads[0].data)["id"],
-                e.marker_recorded_event_attributes.workflow_task_completed_event_id)
-               for e in history.events if e.HasField("marker_recorded_event_attributes")
-               and "patch-data" in e.marker_recorded_event_attributes.details]
-    assert patches == [(FOLDED, first_task)]
+    assert _patch_markers(history) == [(FOLDED, first_task)]
     versions = [e.upsert_workflow_search_attributes_event_attributes
                 for e in history.events
                 if e.HasField("upsert_workflow_search_attributes_event_attributes")
                 and "TemporalChangeVersion" in e.upsert_workflow_search_attributes_event_attributes
                 .search_attributes.indexed_fields]
     assert [v.workflow_task_completed_event_id for v in versions] == [first_task]
+
+
+async def test_an_inactive_patch_leaves_the_old_markers_until_it_is_dropped(
+        hitl_worker: WorkerFactory, client: Client) -> None:
+    """A rolling upgrade: a worker with ``HITL_INACTIVE_PATCHES=folded-2026-11`` starts a
+    gated decision the way the code before FOLDED did; after the upgrade completes (a
+    worker without the setting), the approval finishes it on that same path, and its
+    history holds only the markers an older worker knows."""
+    from temporalio.worker import Replayer
+
+    from hitl.connection import data_converter
+    from worker.main import SANDBOX
+    from workflows.decision import FOLDED, FOLDED_PATCHES, DecisionWorkflow
+
+    request = make_request(task_type="price_adjustment", confidence=0.5,
+                           action={"type": "adjust_price", "reversible": False,
+                                   "params": {"sku": "s1", "new_price": 9.5}})
+    async with hitl_worker(inactive_patches=FOLDED) as hitl:
+        await hitl.submit(request)
+        await _until(lambda: _pending(hitl, request.decision_id))
+    async with hitl_worker() as hitl:
+        await hitl.approve(request.decision_id, ApproveInput(reviewer="bob"))
+        assert (await hitl.wait(request.decision_id, timeout=20)).status is (
+            DecisionStatus.EXECUTED)
+    history = await client.get_workflow_handle(request.decision_id).fetch_history()
+    assert sorted(patch for patch, _ in _patch_markers(history)) == sorted(FOLDED_PATCHES)
+    replayed = await Replayer(workflows=[DecisionWorkflow], data_converter=data_converter(),
+                              workflow_runner=SANDBOX).replay_workflow(
+        history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None
+
+
+async def _pending(hitl: HitlClient, decision_id: str) -> bool:
+    return (await hitl.status(decision_id)).status is DecisionStatus.PENDING_REVIEW
+
+
+@pytest.mark.parametrize("value", ["folded-2026-12", "folded-2026-11, nonsense"])
+async def test_an_unknown_inactive_patch_is_refused_before_the_worker_starts(
+        value: str, hitl_worker: WorkerFactory) -> None:
+    from hitl.errors import InputError
+
+    with pytest.raises(InputError, match="HITL_INACTIVE_PATCHES: unknown patch") as raised:
+        async with hitl_worker(inactive_patches=value):
+            pass
+    assert raised.value.field == "inactive_patches"
