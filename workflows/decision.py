@@ -69,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import options
 
 PRIORITY_URGENT, PRIORITY_NORMAL, PRIORITY_OVERDUE = 1, 3, 0
+ReviewT = TypeVar("ReviewT", ApproveInput, RejectInput)
 
 # Each change to the command sequence since the first release was guarded by its own
 # ``workflow.patched`` ID. A patch costs every new decision a marker and a
@@ -86,7 +87,6 @@ def _patched(patch_id: str) -> bool:
     The SDK memoises each answer, so asking FOLDED again writes nothing; ``patch_id`` is
     asked only by decisions started before FOLDED."""
     return workflow.patched(FOLDED) or workflow.patched(patch_id)
-ReviewT = TypeVar("ReviewT", ApproveInput, RejectInput)
 
 
 @workflow.defn(name="DecisionWorkflow")
@@ -764,8 +764,9 @@ def _phase_summary(phase: ExecutionPhase) -> str | None:
     """The executor's summary in the Temporal UI, only where it says more than the
     activity's type: a provisional delivery or a revision.
 
-    A summary is a payload of its own on the command, and the SDK enters the sandbox
-    four times per payload it encodes; the store and rules activities carry none for
-    that reason (docs/BENCHMARKS.md, "The sandbox, counted").
+    A summary is a payload of its own on the command, converted, visited and stored in
+    history like any other; the store and rules activities carry none for that reason.
+    (With the stock sandbox runner each encoded payload also cost four sandbox entries;
+    docs/BENCHMARKS.md, "The sandbox, counted".)
     """
     return None if phase is ExecutionPhase.EXECUTE else f"execute ({phase.value})"
