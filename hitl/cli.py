@@ -15,19 +15,21 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from hitl.enums import Verdict
 from hitl.errors import HitlError, InputError
-from hitl.request import DecisionRequest
+from hitl.request import Action, DecisionRequest
 from hitl.review import ApproveInput, RejectInput
 from hitl.settings import Settings
 
 if TYPE_CHECKING:
     from hitl.client import HitlClient, QueueItem
+    from hitl.state import DecisionState
 
 EXIT_BAD_INPUT = 2
 EXIT_STILL_RUNNING = 3
@@ -128,29 +130,125 @@ async def _status(args: argparse.Namespace, settings: Settings) -> None:
                      + ("  OVERDUE" if state.overdue else ""))
     lines += [f"review     {r.verdict.value} by {r.reviewer}: {r.reason}"
               + ("" if r.accepted else f"  [refused: {r.refusal}]") for r in state.reviews]
+    if state.refused > len([r for r in state.reviews if not r.accepted]):
+        lines.append(f"refused    {state.refused} reviewer actions in all (the first few shown)")
     lines += [f"delivery   {d.phase.value} via {d.executor} at {d.at.isoformat()}"
               for d in state.deliveries]
+    lines += _content_lines(state)
     _emit(state, args.json, "\n".join(lines))
 
 
-async def _approve(args: argparse.Namespace, settings: Settings) -> None:
+def _content_lines(state: DecisionState) -> list[str]:
+    """The content up for approval, with the digest ``hitl approve --digest`` names."""
+    from hitl.content import diff
+
+    current = state.edit or state.proposal
+    if current is None or not state.status.is_open:
+        return []
+    who = f"edit by {current.edited_by}" if current.edited_by else "the model's proposal"
+    lines = [f"content    sha256:{current.sha256}  ({who}; approve it with "
+             f"--digest {current.sha256[:16]})"]
+    if state.edit is not None and state.proposal is not None:
+        lines += [f"  {line}" for line in diff(state.proposal, state.edit)]
+    else:
+        lines += [f"output     {line}" for line in current.output.splitlines()[:20]]
+        lines.append(f"action     {current.action.model_dump_json()}")
+    return lines
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> str:
+    """The reviewer's token: ``--token-file``, else ``HITL_REVIEWER_TOKEN``. Never a
+    flag's value, which shells keep in their history and ``ps`` shows."""
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--token-file: cannot read {args.token_file}: {exc}",
+                             field="--token-file") from None
+    elif settings.reviewer_token is not None:
+        token = settings.reviewer_token.get_secret_value().strip()
+    else:
+        raise InputError("a reviewer token is needed to sign: set HITL_REVIEWER_TOKEN or pass "
+                         "--token-file (hitl reviewers add|rotate prints one)", field="token")
+    if not token:
+        raise InputError("the reviewer token is empty", field="token")
+    return token
+
+
+async def _verdict(args: argparse.Namespace, settings: Settings, verdict: Verdict,
+                   review: ApproveInput | RejectInput) -> None:
+    """Name the content (``--digest``, a prefix of at least 16 characters expanded
+    against the decision's content now), sign, then send, or print for the temporal CLI."""
+    from hitl import proofs
     from hitl.client import HitlClient
 
-    review = _model(ApproveInput, reviewer=args.reviewer, reason=args.reason,
-                    output=args.output, flag_for_monitoring=args.flag,
-                    request_id=args.request_id or str(uuid.uuid4()))
-    ack = await (await HitlClient.connect(settings)).approve(args.decision_id, review)
+    token = _token(args, settings)
+    digest = args.digest.removeprefix("sha256:").lower()
+    if not (16 <= len(digest) <= 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise InputError("--digest: the content's sha256 (hitl status ID shows it), at "
+                         "least its first 16 hex characters", field="--digest")
+    hitl = None
+    if len(digest) < 64:
+        hitl = await HitlClient.connect(settings)
+        current = await hitl.content(args.decision_id)
+        if not current.sha256.startswith(digest):
+            raise InputError(f"--digest: the content up for approval is sha256:"
+                             f"{current.sha256[:16]}..., not {digest}: look again "
+                             f"(hitl status {args.decision_id})", field="--digest")
+        digest = current.sha256
+    lifetime = _lifetime(args.valid_for)
+    signed = proofs.sign(review.model_copy(update={"content_sha256": digest}),
+                         decision_id=args.decision_id, verdict=verdict, token=token,
+                         lifetime=lifetime)
+    if args.sign_only:
+        payload = signed.model_dump_json(exclude_none=True)
+        print(payload)
+        print(f"send it within {lifetime}: temporal workflow update execute --workflow-id "
+              f"{args.decision_id} --name {verdict.value} --input '<the line above>'",
+              file=sys.stderr)
+        return
+    hitl = hitl or await HitlClient.connect(settings)
+    ack = await (hitl.approve(args.decision_id, signed) if isinstance(signed, ApproveInput)
+                 else hitl.reject(args.decision_id, signed))
     _emit(ack, args.json, f"{args.decision_id}\t{ack.message}")
+
+
+def _lifetime(text: str) -> timedelta:
+    from hitl.durations import parse_duration
+    from hitl.proofs import MAX_LIFETIME
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise InputError(f"--valid-for: {exc}", field="--valid-for") from None
+    if not 0 < seconds <= MAX_LIFETIME.total_seconds():
+        raise InputError(f"--valid-for: between 1s and {MAX_LIFETIME}", field="--valid-for")
+    return timedelta(seconds=seconds)
+
+
+async def _approve(args: argparse.Namespace, settings: Settings) -> None:
+    action = _read_action(args.action_file) if args.action_file else None
+    review = _model(ApproveInput, reviewer=args.reviewer, reason=args.reason,
+                    output=args.output, action=action, flag_for_monitoring=args.flag,
+                    request_id=args.request_id or str(uuid.uuid4()))
+    await _verdict(args, settings, Verdict.APPROVE, review)
 
 
 async def _reject(args: argparse.Namespace, settings: Settings) -> None:
-    from hitl.client import HitlClient
-
     review = _model(RejectInput, reviewer=args.reviewer, reason=args.reason,
                     correct_answer=args.correct, error_category=args.category,
                     request_id=args.request_id or str(uuid.uuid4()))
-    ack = await (await HitlClient.connect(settings)).reject(args.decision_id, review)
-    _emit(ack, args.json, f"{args.decision_id}\t{ack.message}")
+    await _verdict(args, settings, Verdict.REJECT, review)
+
+
+def _read_action(source: str) -> Action:
+    try:
+        return Action.model_validate_json(Path(source).read_bytes())
+    except OSError as exc:
+        raise InputError(f"--action-file: {exc.strerror}", field="--action-file") from None
+    except ValidationError as exc:
+        raise InputError(f"--action-file: {_validation_message(exc)}",
+                         field="--action-file") from None
 
 
 async def _queue(args: argparse.Namespace, settings: Settings) -> None:
@@ -234,12 +332,22 @@ async def _reviewers(args: argparse.Namespace, settings: Settings) -> None:
     engine = make_engine(settings.resolved_database_url())
     init_store(engine)
     with Session(engine) as session:
-        if args.action == "add":
-            risks = reviewers.parse_risks(args.risks)
-            reviewer, token = reviewers.add_reviewer(session=session, name=args.name, risks=risks)
-            _emit({"name": reviewer.name, "risks": reviewer.risks, "token": token}, args.json,
-                  f"{reviewer.name}\trisks={reviewer.risks}\ttoken={token}\n"
-                  "(the token is shown once; it is stored only as a hash)")
+        if args.action in ("add", "rotate"):
+            lifetime = _token_lifetime(session, settings)
+            if args.action == "add":
+                reviewer, token = reviewers.add_reviewer(
+                    session=session, name=args.name, risks=reviewers.parse_risks(args.risks),
+                    lifetime=lifetime)
+            else:
+                reviewer, token = reviewers.rotate_token(session=session, name=args.name,
+                                                         lifetime=lifetime)
+            expires = (reviewer.token_expires_at.isoformat() if reviewer.token_expires_at
+                       else "never")
+            _emit({"name": reviewer.name, "risks": reviewer.risks, "token": token,
+                   "expires_at": expires}, args.json,
+                  f"{reviewer.name}\trisks={reviewer.risks}\ttoken={token}\texpires={expires}\n"
+                  "(the token is shown once; it is stored only as a hash"
+                  + ("; the previous one no longer works)" if args.action == "rotate" else ")"))
         elif args.action in ("disable", "enable"):
             reviewer = reviewers.set_active(session=session, name=args.name,
                                             active=args.action == "enable")
@@ -278,6 +386,17 @@ async def _audits(args: argparse.Namespace, settings: Settings) -> None:
                                           error_category=category)
         _emit(row.model_dump(mode="json"), args.json,
               f"{row.decision_id}\taudit {row.verdict} by {row.reviewer}")
+
+
+def _token_lifetime(session: Any, settings: Settings) -> timedelta | None:
+    """The active policy's ``review.token_lifetime`` (a stored version, else the file)."""
+    from hitl import policy_versions
+    from hitl.policy import load_policy
+
+    row = policy_versions.active(session)
+    policy = policy_versions.policy_of(row) if row else load_policy(settings.policy)
+    seconds = policy.review.token_lifetime
+    return timedelta(seconds=seconds) if seconds > 0 else None
 
 
 def _model(cls: type[BaseModel], **values: Any) -> Any:
@@ -330,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--reviewer", required=True)
     approve.add_argument("--reason", default="")
     approve.add_argument("--output", help="edited output to deliver instead")
+    approve.add_argument("--action-file", help="edited action (JSON file) to run instead")
     approve.add_argument("--flag", action="store_true", help="let through, flag for monitoring")
     approve.add_argument("--request-id")
     approve.set_defaults(run=_approve)
@@ -342,6 +462,17 @@ def build_parser() -> argparse.ArgumentParser:
     reject.add_argument("--category", default="other", help="error category")
     reject.add_argument("--request-id")
     reject.set_defaults(run=_reject)
+    for verdict in (approve, reject):
+        verdict.add_argument("--digest", required=True,
+                             help="the sha256 of the content you reviewed, as hitl status "
+                                  "shows it (its first 16 characters suffice)")
+        verdict.add_argument("--token-file", help="file holding your reviewer token "
+                             "(default: HITL_REVIEWER_TOKEN)")
+        verdict.add_argument("--valid-for", default="10m",
+                             help="how long the signed action may be sent (at most 24h)")
+        verdict.add_argument("--sign-only", action="store_true",
+                             help="print the signed payload for temporal workflow "
+                                  "update|signal instead of sending it")
 
     queue = sub.add_parser("queue", help="decisions waiting for review, most urgent first")
     queue.add_argument("--zone")
@@ -359,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--risks", default="low,medium",
                      help="risk levels this reviewer may decide: e.g. low,medium,high or all")
+    rotate = reviewers_sub.add_parser("rotate", help="issue a new token; the old one stops "
+                                      "working at once")
+    rotate.add_argument("name")
     toggles = [reviewers_sub.add_parser(action) for action in ("disable", "enable")]
     for toggle in toggles:
         toggle.add_argument("name")
@@ -388,8 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("file", nargs="?")
     policy.set_defaults(run=_policy)
 
-    for command in (submit, status, approve, reject, queue, policy, add, listing, *toggles,
-                    audit_pending, audit_review):
+    for command in (submit, status, approve, reject, queue, policy, add, rotate, listing,
+                    *toggles, audit_pending, audit_review):
         command.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 

@@ -29,16 +29,21 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from hitl import proofs
 from hitl import search_attributes as sa
 from hitl.connection import connect
-from hitl.enums import DecisionStatus
+from hitl.content import Content
+from hitl.enums import DecisionStatus, Verdict
 from hitl.errors import (
+    REVIEW_REFUSED_TYPE,
     DecisionClosed,
     DecisionConflict,
     DecisionNotFound,
+    InputError,
     ReviewRefused,
     TemporalUnavailable,
 )
+from hitl.proofs import ReviewT
 from hitl.request import DecisionRequest
 from hitl.review import ApproveInput, RejectInput, ReviewAck
 from hitl.settings import DEFAULT_TASK_QUEUE, Settings
@@ -145,16 +150,54 @@ class HitlClient:
         except RPCError as exc:
             raise _translate(exc, decision_id) from exc
 
-    async def approve(self, decision_id: str, review: ApproveInput) -> ReviewAck:
-        return await self._update(decision_id, "approve", review)
-
-    async def reject(self, decision_id: str, review: RejectInput) -> ReviewAck:
-        return await self._update(decision_id, "reject", review)
-
-    async def signal(self, decision_id: str, name: str, review: ApproveInput | RejectInput) -> None:
-        """Fire-and-forget variant (what the ``temporal`` CLI does)."""
+    async def request(self, decision_id: str) -> DecisionRequest:
+        """The request as it was submitted, read from the decision's first history event."""
+        handle = self.temporal.get_workflow_handle(decision_id)
         try:
-            await self._handle(decision_id).signal(name, review)
+            async for event in handle.fetch_history_events(page_size=1):
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                [request] = await self.temporal.data_converter.decode(payloads,
+                                                                      [DecisionRequest])
+                assert isinstance(request, DecisionRequest)
+                return request
+        except RPCError as exc:
+            raise _translate(exc, decision_id) from exc
+        raise DecisionNotFound(f"no decision with ID {decision_id}")
+
+    async def content(self, decision_id: str) -> Content:
+        """The content up for approval now (a reviewer's edit, else the model's proposal)
+        with the digest an approval or rejection of it must name."""
+        state = await self.status(decision_id)
+        current = state.edit or state.proposal
+        if current is not None:
+            return current
+        request = await self.request(decision_id)  # not routed yet, or reviewed before binding
+        return Content.of(request.output, request.action)
+
+    async def approve(self, decision_id: str, review: ApproveInput, *,
+                      token: str | None = None) -> ReviewAck:
+        """Approve (or edit and approve) the content ``review.content_sha256`` names.
+
+        Args:
+            token: the reviewer's token; the action is signed with it (``hitl.proofs``)
+                unless it already carries a proof.
+        """
+        return await self._update(decision_id, "approve", _signed(
+            review, decision_id=decision_id, verdict=Verdict.APPROVE, token=token))
+
+    async def reject(self, decision_id: str, review: RejectInput, *,
+                     token: str | None = None) -> ReviewAck:
+        """Reject the content ``review.content_sha256`` names; ``token`` as for approve."""
+        return await self._update(decision_id, "reject", _signed(
+            review, decision_id=decision_id, verdict=Verdict.REJECT, token=token))
+
+    async def signal(self, decision_id: str, name: str, review: ApproveInput | RejectInput,
+                     *, token: str | None = None) -> None:
+        """Fire-and-forget variant (what the ``temporal`` CLI does); ``token`` as for approve."""
+        signed = _signed(review, decision_id=decision_id, token=token,
+                         verdict=Verdict.APPROVE if name == "approve" else Verdict.REJECT)
+        try:
+            await self._handle(decision_id).signal(name, signed)
         except RPCError as exc:
             raise await self._closed_or_missing(exc, decision_id) from exc
 
@@ -178,7 +221,8 @@ class HitlClient:
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             message = str(cause.message if isinstance(cause, ApplicationError) else cause)
-            raise ReviewRefused(message, field="reviewer") from exc
+            code = _refusal_code(cause)
+            raise ReviewRefused(message, field="reviewer", code=code) from exc
         except RPCError as exc:
             raise await self._closed_or_missing(exc, decision_id) from exc
 
@@ -195,6 +239,25 @@ class HitlClient:
                  in self.temporal.list_workflows(" AND ".join(clauses))]
         items.sort(key=queue_sort_key)
         return items[:limit]
+
+
+def _signed(review: ReviewT, *, decision_id: str, verdict: Verdict,
+            token: str | None) -> ReviewT:
+    if review.content_sha256 is None:
+        raise InputError("content_sha256: required: the digest of the content reviewed "
+                         "(HitlClient.content, or hitl status ID)", field="content_sha256")
+    if token is None or review.proof is not None:
+        return review
+    return proofs.sign(review, decision_id=decision_id, verdict=verdict, token=token)
+
+
+def _refusal_code(cause: BaseException | None) -> str | None:
+    """The workflow's refusal code (``RefusalCode``), carried as the failure's one
+    detail; None for refusals from workflows that predate codes."""
+    if not isinstance(cause, ApplicationError) or cause.type != REVIEW_REFUSED_TYPE:
+        return None
+    details = cause.details
+    return details[0] if details and isinstance(details[0], str) else None
 
 
 def _started_new(handle: WorkflowHandle[Any, Any]) -> bool:

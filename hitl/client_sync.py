@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from hitl.client import HitlClient, QueueItem, Submission
+from hitl.content import Content
 from hitl.errors import HitlError
 from hitl.request import DecisionRequest
 from hitl.review import ApproveInput, RejectInput, ReviewAck
@@ -94,11 +95,16 @@ class SyncHitlClient:
     def status(self, decision_id: str) -> DecisionState:
         return self._run(self._client.status(decision_id))
 
-    def approve(self, decision_id: str, review: ApproveInput) -> ReviewAck:
-        return self._run(self._client.approve(decision_id, review))
+    def content(self, decision_id: str) -> Content:
+        return self._run(self._client.content(decision_id))
 
-    def reject(self, decision_id: str, review: RejectInput) -> ReviewAck:
-        return self._run(self._client.reject(decision_id, review))
+    def approve(self, decision_id: str, review: ApproveInput, *,
+                token: str | None = None) -> ReviewAck:
+        return self._run(self._client.approve(decision_id, review, token=token))
+
+    def reject(self, decision_id: str, review: RejectInput, *,
+               token: str | None = None) -> ReviewAck:
+        return self._run(self._client.reject(decision_id, review, token=token))
 
     def pending(self, *, zone: str | None = None, risk: str | None = None,
                 task_type: str | None = None, limit: int = 100) -> list[QueueItem]:

@@ -83,6 +83,22 @@ class Verdict(StrEnum):
     REJECT = "reject"
 
 
+class RefusalCode(StrEnum):
+    """Why a reviewer action was refused. The API answers 409 for the first three
+    (reload and look again) and 403 for the rest (not yours to decide)."""
+
+    DECIDED = "decided"  # the decision is decided or finished
+    NOT_WAITING = "not_waiting"  # routed autonomously, or being regenerated
+    CONTENT_CHANGED = "content_changed"  # the content up for approval is not what was shown
+    UNPROVEN = "unproven"  # no valid proof of who sent it
+    FORBIDDEN = "forbidden"  # role, self-approval, a second vote, too many edits
+
+    @property
+    def is_conflict(self) -> bool:
+        return self in (RefusalCode.DECIDED, RefusalCode.NOT_WAITING,
+                        RefusalCode.CONTENT_CHANGED)
+
+
 class ErrorCategory(StrEnum):
     """Why a reviewer rejected; the feedback loop clusters on these."""
 

@@ -44,7 +44,16 @@ class PolicyError(InputError):
 
 
 class ReviewRefused(InputError):
-    """A reviewer action refused: decided already, self-approval, bad reviewer."""
+    """A reviewer action refused: decided already, content changed, unproven, self-approval.
+
+    ``code`` (a ``hitl.enums.RefusalCode`` value) says which kind, where the workflow
+    gave one: ``code_is_conflict`` refusals mean "reload and look again".
+    """
+
+    def __init__(self, message: str, *, field: str | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.code = code
 
 
 class DecisionNotFound(HitlError):

@@ -6,9 +6,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, JsonValue
 
-from hitl.enums import DecisionStatus, ErrorCategory, ExecutionPhase, RiskLevel
+from hitl.enums import DecisionStatus, ErrorCategory, ExecutionPhase, RefusalCode, RiskLevel
 from hitl.request import Action, Candidate, DecisionRequest, Probability
-from hitl.review import ReviewRecord
+from hitl.review import ApproveInput, RejectInput, ReviewRecord
 from hitl.state import DecisionState
 
 
@@ -118,13 +118,23 @@ class RegenerateResult(BaseModel):
 
 
 class AuthorizeInput(BaseModel):
+    """Who sent a reviewer action, checked against the registry: the proof over the
+    whole action (``approval`` or ``rejection``) for ``decision_id``, then the role."""
+
     reviewer: str
     risk: RiskLevel
+    decision_id: str | None = None  # None only in histories recorded before proofs
+    approval: ApproveInput | None = None
+    rejection: RejectInput | None = None
 
 
 class AuthorizeResult(BaseModel):
     allowed: bool
     reason: str | None = None
+    code: RefusalCode | None = None
+    reviewer: str | None = None  # the registered name the action is recorded under
+    proven: bool = False  # a valid proof, or proofs switched off by the deployment
+    risk: RiskLevel | None = None  # the risk the role was checked for
 
 
 class RecordResult(BaseModel):

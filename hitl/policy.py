@@ -179,6 +179,9 @@ class ReviewConfig(_Strict):
     # longer ends it, so a deployment opts in.
     double_blind_rate: Probability = 0.0
     double_blind_by_task_type: dict[str, Probability] = Field(default_factory=dict)
+    # How long a reviewer token (and the signing key derived from it) is valid from its
+    # issue (`hitl reviewers add|rotate`); 0 means it never expires.
+    token_lifetime: Seconds = 90 * 86400.0
 
     def required(self, task_type: str, risk: RiskLevel) -> int:
         if task_type in self.approvals_by_task_type:

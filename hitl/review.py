@@ -2,7 +2,10 @@
 
 Every action carries its own ``request_id`` so the workflow can drop duplicates:
 the server does not deduplicate signals, and a CLI retry or a double click must
-not count twice.
+not count twice. It names the content it judged (``content_sha256``, the digest
+the review view showed), and carries a ``proof``: the reviewer's signature over
+the whole action, which the workflow has verified before the action counts
+(``hitl.proofs``).
 """
 
 from __future__ import annotations
@@ -11,8 +14,19 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hitl.enums import DecisionStatus, ErrorCategory, Verdict
+from hitl.enums import DecisionStatus, ErrorCategory, RefusalCode, Verdict
 from hitl.request import Action
+
+
+class VerdictProof(BaseModel):
+    """A reviewer's Ed25519 signature over one action on one decision (``hitl.proofs``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$",
+                        description="Which of the reviewer's keys signed (rotation).")
+    expires_at: datetime = Field(description="Refused after this instant (UTC).")
+    signature: str = Field(pattern=r"^[A-Za-z0-9_-]{86}$", description="base64url, unpadded")
 
 
 class ReviewInput(BaseModel):
@@ -22,6 +36,11 @@ class ReviewInput(BaseModel):
     reason: str = Field(default="", max_length=5000)
     request_id: str | None = Field(default=None, min_length=1, max_length=200)
     time_on_page_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    content_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="The digest of the content the reviewer was shown (output and action). "
+                    "Refused as a conflict when the content up for approval has changed.")
+    proof: VerdictProof | None = None
 
 
 class ApproveInput(ReviewInput):
@@ -55,6 +74,12 @@ class ReviewRecord(BaseModel):
     refusal: str | None = None
     attempt: int = 0  # which output it judged: 0 the submitted one, N the Nth regeneration
     blind: bool = False  # one of a blind double review's independent verdicts
+    # The content this verdict is about: for an edit, the edited content it approves,
+    # with the content it was made from in ``edited_from_sha256``. None before binding.
+    content_sha256: str | None = None
+    edited_from_sha256: str | None = None
+    refusal_code: RefusalCode | None = None
+    proven: bool | None = None  # the proof verified (None: recorded before proofs)
 
 
 class ReviewAck(BaseModel):
@@ -63,3 +88,4 @@ class ReviewAck(BaseModel):
     accepted: bool
     status: DecisionStatus
     message: str = ""
+    code: RefusalCode | None = None  # why it was refused, for callers to branch on

@@ -1,43 +1,11 @@
-"""Whether the workflow accepts a reviewer action: pure, so it is tested alone.
+"""What a decision shows while it waits: the blind view and the Temporal UI's details.
 
-Order matters only for the message a refused reviewer sees; every refusal is
-recorded and changes nothing.
+Pure, so it is tested alone. Which reviewer actions count is ``hitl.approvals``.
 """
 
 from __future__ import annotations
 
-from hitl.enums import Verdict
 from hitl.state import DecisionState
-
-
-def review_refusal(*, state: DecisionState, verdict: Verdict, reviewer: str,
-                   requester: str | None, decided: bool,
-                   authorization: str | None) -> str | None:
-    """The reason to refuse this action, or None to accept it.
-
-    Args:
-        decided: a final verdict was already taken.
-        authorization: the reviewer registry's refusal (unknown, disabled,
-            wrong role), None when the reviewer may decide this risk.
-    """
-    if decided or not state.status.is_open:
-        return f"decision {state.decision_id} is already decided ({state.status.value})"
-    if state.zone is not None and not state.zone.needs_review:
-        return (f"decision {state.decision_id} was routed {state.zone.value} and is not "
-                "waiting for review")
-    if authorization is not None:
-        return authorization
-    if state.blind_review and any(r.accepted and r.blind and r.attempt == state.attempt
-                                  and r.reviewer == reviewer for r in state.reviews):
-        return (f"{reviewer} already gave a verdict; a blind double review needs "
-                f"{state.approvals_required} distinct reviewers")
-    if verdict is Verdict.APPROVE:
-        if requester is not None and reviewer == requester:
-            return f"{reviewer} requested this decision and cannot approve it"
-        if reviewer in state.approved_by:
-            return (f"{reviewer} already approved; {state.approvals_required} distinct "
-                    "approvers are needed")
-    return None
 
 
 def blind_view(state: DecisionState, *, decided: bool) -> DecisionState:

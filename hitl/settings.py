@@ -66,6 +66,17 @@ class Settings(BaseSettings):
                     "until the setting is dropped, once no older worker is left. A decision "
                     "whose history already holds a patch's marker still takes its path.")
 
+    reviewer_token: SecretStr | None = Field(
+        default=None, description="The token `hitl approve|reject` sign with (a reviewer's "
+                                  "own, from `hitl reviewers add|rotate`).")
+
+    verdict_proofs: Literal["required", "off"] = Field(
+        default="required",
+        description="required: every reviewer action must carry a proof signed with the "
+                    "reviewer's own token (hitl approve|reject and the API sign). off: the "
+                    "deployment trusts everyone who can signal or update a workflow on the "
+                    "Temporal frontend to name any reviewer (docs/SECURITY.md).")
+
     metrics_address: str | None = Field(
         default=None, description="host:port for the worker's Prometheus /metrics endpoint.")
 

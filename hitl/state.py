@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from hitl.cascade import JudgeResult, Routing, RulesResult
+from hitl.content import Content
 from hitl.enums import DecisionStatus, ExecutionPhase, LayerStatus, RiskLevel, Zone
 from hitl.review import ReviewRecord
 
@@ -71,3 +72,9 @@ class DecisionState(BaseModel):
     # Blind double review: verdicts hidden from status until all are in.
     blind_review: bool = False
     hidden_reviews: int = 0
+    # Content binding: what is up for approval now (``edit`` when a reviewer edited the
+    # model's ``proposal``; approvals in ``approved_by`` are of that content only), and
+    # how many reviewer actions were refused (only the first few are in ``reviews``).
+    proposal: Content | None = None
+    edit: Content | None = None
+    refused: int = 0

@@ -27,6 +27,7 @@ from hitl.reviewers import add_reviewer
 from hitl.settings import Settings
 from hitl.store import init_store, make_engine
 from tests.http_servers import Judge, LocalServer, Target
+from tests.reviewing import token_for
 from worker.main import running_worker
 
 BIN = Path(sys.executable).parent
@@ -70,9 +71,10 @@ REVIEWERS = ("alice", "bob", "carol", "rita", "ops-cli", "late", "mallory")
 
 def register_reviewers(engine: Engine, names: tuple[str, ...] = REVIEWERS,
                        risks: tuple[RiskLevel, ...] = tuple(RiskLevel)) -> dict[str, str]:
-    """Create reviewers; returns their tokens."""
+    """Create reviewers with their test tokens (``tests.reviewing.token_for``)."""
     with Session(engine) as session:
-        return {name: add_reviewer(session=session, name=name, risks=list(risks))[1]
+        return {name: add_reviewer(session=session, name=name, risks=list(risks),
+                                   token=token_for(name))[1]
                 for name in names}
 
 

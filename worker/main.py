@@ -46,7 +46,7 @@ from worker.bytecode import cache_bytecode
 from worker.sandbox import DirectLookupSandboxRunner
 from workflows import decision as decision_module
 from workflows import recalibration as recalibration_module
-from workflows.decision import FOLDED, FOLDED_PATCHES, DecisionWorkflow
+from workflows.decision import BOUND, FOLDED, FOLDED_BOUND, FOLDED_PATCHES, DecisionWorkflow
 from workflows.recalibration import RecalibrationWorkflow
 
 log = logging.getLogger("hitl.worker")
@@ -80,7 +80,8 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
     return SANDBOX if settings.workflow_sandbox == "strict" else UnsandboxedWorkflowRunner()
 
 
-PATCH_IDS = frozenset({FOLDED, *FOLDED_PATCHES})  # every ID the workflow code asks for
+# Every ID the workflow code asks for.
+PATCH_IDS = frozenset({FOLDED_BOUND, FOLDED, *FOLDED_PATCHES, BOUND})
 
 
 def patch_activation(settings: Settings) -> Callable[[PatchActivationInput], bool] | None:
@@ -134,7 +135,8 @@ async def running_worker(
         rules = RulesActivities(source=source, judge_configured=judge.configured)
         executor = ExecutorActivities(engine=engine, client=http, settings=settings)
         store = StoreActivities(engine=engine)
-        reviewers = ReviewerActivities(engine=engine)
+        reviewers = ReviewerActivities(engine=engine,
+                                       require_proofs=settings.verdict_proofs == "required")
         regenerate = RegenerateActivities(client=http)
         recalibration = RecalibrationActivities(engine=engine, policy=policy)
         with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as threads:
@@ -159,6 +161,7 @@ async def running_worker(
                     "task_queue": settings.task_queue, "sandbox": settings.workflow_sandbox,
                     "policy": source.current().policy.full_version,
                     "judge": "configured" if judge.configured else "skipped",
+                    "verdict_proofs": settings.verdict_proofs,
                     "inactive_patches": settings.inactive_patches})
                 yield worker
 

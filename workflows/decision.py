@@ -16,6 +16,11 @@ the whole cascade again (a new attempt, with its own SLA), at most
 Blind double review: a policy-set share of escalations needs independent
 verdicts from two distinct reviewers, neither shown the other's until both
 are in; a rejection does not end it early, and any rejection rejects.
+
+Reviews: which reviewer actions count is decided by the pure state machine in
+``hitl.approvals`` (content binding, four-eyes, edits screened again, bounded
+refusals); this class waits, asks the registry (``authorize_review``, which
+verifies each action's proof) and runs what it decides.
 """
 
 from __future__ import annotations
@@ -32,15 +37,17 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from hitl import metrics
+    from hitl import approvals, metrics
     from hitl import search_attributes as sa
+    from hitl.approvals import Ballot, ReviewBook
     from hitl.cascade import Assessment, JudgeResult, Routing, RuleFinding, RulesResult, SlaPolicy
+    from hitl.content import Content
     from hitl.durations import format_duration
     from hitl.enums import (
         DecisionStatus,
-        ErrorCategory,
         ExecutionPhase,
         LayerStatus,
+        RefusalCode,
         RiskLevel,
         Verdict,
         Zone,
@@ -63,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
     from hitl.policy import route
     from hitl.request import Action, DecisionRequest
     from hitl.review import ApproveInput, RejectInput, ReviewAck, ReviewRecord
-    from hitl.review_policy import blind_view, render_details, review_refusal
+    from hitl.review_policy import blind_view, render_details
     from hitl.state import Attempt, DecisionState, Delivery
     from hitl.summaries import summary_for
     from workflows import options
@@ -80,13 +87,23 @@ ReviewT = TypeVar("ReviewT", ApproveInput, RejectInput)
 # its own patches, as it did when it ran.
 FOLDED_PATCHES = ("record-decision-local", "reviews-in-arrival-order", "review-with-execution")
 FOLDED = "folded-2026-11"
+# Reviews bound to content and proven (hitl.approvals). A decision started since
+# carries FOLDED_BOUND (taken at its first task, it stands for FOLDED and BOUND, so new
+# decisions still write one marker); one already running asks BOUND when its next
+# review arrives, so decisions waiting when workers upgrade take the new rules for
+# every review from then on. A decision reviewed before the change keeps the old rules
+# (its recorded reviews replay as they ran; the registry still verifies proofs for it,
+# since that is an activity's answer).
+BOUND = "bound-reviews-2026-12"
+FOLDED_BOUND = "folded-2026-12"
 
 
 def _patched(patch_id: str) -> bool:
-    """Whether this run takes the path ``patch_id`` introduced (one of FOLDED_PATCHES).
-    The SDK memoises each answer, so asking FOLDED again writes nothing; ``patch_id`` is
-    asked only by decisions started before FOLDED."""
-    return workflow.patched(FOLDED) or workflow.patched(patch_id)
+    """Whether this run takes the path ``patch_id`` introduced (one of FOLDED_PATCHES,
+    or BOUND). The SDK memoises each answer, so asking FOLDED_BOUND or FOLDED again
+    writes nothing; ``patch_id`` is asked only by decisions started before them."""
+    return workflow.patched(FOLDED_BOUND) or workflow.patched(FOLDED) or workflow.patched(
+        patch_id)
 
 
 @workflow.defn(name="DecisionWorkflow")
@@ -101,23 +118,39 @@ class DecisionWorkflow:
             reversible=request.action.reversible,
             submitted_at=workflow.now(),
         )
-        self._verdict: ReviewRecord | None = None
-        self._edit: ApproveInput | None = None
-        self._seen: set[str] = set()
+        self._book = ReviewBook(requester=request.context.requested_by)
+        self._bound: bool | None = None  # BOUND, once the first review asked for it
+        self._in_flight: set[str] = set()  # request IDs being applied (bound reviews)
+        self._proposal_required = 1  # approvals the model's proposal needs
+        self._seen: set[str] = set()  # request IDs (reviews before BOUND)
+        self._acks: dict[str, ReviewAck] = {}  # their answers
         self._queue_version = 0
         self._writes: list[workflow.ActivityHandle[RecordResult]] = []
         self._unwritten: list[RecordReviewInput] = []  # deciding reviews the executor writes
-        self._acks: dict[str, ReviewAck] = {}
         self._regenerating = False  # between a rejection and the new output's routing
-        self._blind_edits: dict[str, ApproveInput] = {}  # request ID -> a blind approval
         self._tickets = 0  # reviews received so far
         self._turn = 0  # the next review, in arrival order, that may be applied
+
+    @property
+    def _verdict(self) -> ReviewRecord | None:
+        return self._book.verdict
+
+    @_verdict.setter
+    def _verdict(self, record: ReviewRecord | None) -> None:
+        self._book.verdict = record
+
+    def _is_bound(self) -> bool:
+        if self._bound is None:
+            self._bound = workflow.patched(FOLDED_BOUND) or workflow.patched(BOUND)
+        return self._bound
 
     # ------------------------------------------------------------------ run
 
     @workflow.run
     async def run(self, request: DecisionRequest) -> DecisionState:
-        workflow.patched(FOLDED)  # first, so its marker is in the first workflow task
+        # First, so the marker is in the first workflow task (FOLDED where FOLDED_BOUND is
+        # left inactive during a rolling upgrade, HITL_INACTIVE_PATCHES).
+        _ = workflow.patched(FOLDED_BOUND) or workflow.patched(FOLDED)
         state = self._state
         await self._screen_and_decide()
         while self._regeneration_due() and await self._regenerate():
@@ -172,6 +205,9 @@ class DecisionWorkflow:
             rule_failures=[f.rule for f in rules.failures],
             judge=judge,
         )
+        self._book.new_attempt(state, Content.of(
+            request.output, request.action, risk=state.risk, judge=judge.status,
+            rule_failures=[f.rule for f in rules.failures]))
         state.routing, state.zone = routing, routing.zone
         self._regenerating = False  # reviews from here on judge this attempt's output
         self._upsert()
@@ -301,7 +337,7 @@ class DecisionWorkflow:
             "output": result.output, "confidence": result.confidence,
             "candidates": result.candidates, "outcome": result.outcome})
         # A fresh attempt: everything the gate and the reviews decided is per output.
-        self._verdict, self._edit, self._blind_edits = None, None, {}
+        self._book.reset()
         state.attempt, state.confidence = number, result.confidence
         state.zone = state.risk = state.rules = state.judge = state.routing = None
         state.approved_by, state.approvals_required = [], 1
@@ -339,6 +375,7 @@ class DecisionWorkflow:
         state.blind_review = rate >= 1.0 or (rate > 0.0 and workflow.random().random() < rate)
         if state.blind_review:
             state.approvals_required = max(2, state.approvals_required)
+        self._proposal_required = state.approvals_required
         now = workflow.now()
         sla_seconds = routing.sla_seconds if routing.sla_seconds is not None else sla.queue_seconds
         state.status = DecisionStatus.PENDING_REVIEW
@@ -407,11 +444,16 @@ class DecisionWorkflow:
         assert verdict is not None
         provisional = state.status is DecisionStatus.PROVISIONAL
         if verdict.verdict is Verdict.APPROVE:
-            edit = self._edit
-            action = edit.action if edit and edit.action else self._request.action
-            output = edit.output if edit and edit.output is not None else self._request.output
+            approved, edit = self._book.approved, self._book.legacy_edit
+            if approved is not None:  # bound: exactly the content its approvers named
+                action, output = approved.action, approved.output
+                revised = state.proposal is None or approved.sha256 != state.proposal.sha256
+            else:
+                action = edit.action if edit and edit.action else self._request.action
+                output = edit.output if edit and edit.output is not None else self._request.output
+                revised = verdict.edited
             state.flagged_for_monitoring = verdict.flag_for_monitoring
-            if provisional and not verdict.edited:
+            if provisional and not revised:
                 phase, status = ExecutionPhase.CONFIRM, DecisionStatus.EXECUTED
             elif provisional:
                 phase, status = ExecutionPhase.REVISION, DecisionStatus.REVISED
@@ -493,23 +535,167 @@ class DecisionWorkflow:
         return blind_view(self._state, decided=self._verdict is not None)
 
     def _validate(self, data: ApproveInput | RejectInput) -> None:
-        """Reject, before it reaches history, an action on a decided decision."""
-        if data.request_id is not None and data.request_id in self._seen:
+        """Reject, before it reaches history, an action that cannot count: on a decided
+        decision, during a regeneration, or (once reviews are bound) about content that
+        is no longer up for approval."""
+        if data.request_id is not None and (
+                data.request_id in self._seen or data.request_id in self._book.acks
+                or data.request_id in self._in_flight):
             return  # a retry of an action already taken: answered idempotently
         if self._regenerating:
-            raise ValueError(self._regenerating_refusal())
+            raise _refused(RefusalCode.NOT_WAITING, self._regenerating_refusal())
         if self._verdict is not None or not self._state.status.is_open:
-            raise ValueError(f"decision {self._state.decision_id} is already decided "
-                             f"(status {self._state.status.value})")
+            raise _refused(RefusalCode.DECIDED,
+                           f"decision {self._state.decision_id} is already decided "
+                           f"(status {self._state.status.value})")
+        content = approvals.current_content(self._state)
+        if self._bound and content is not None and data.content_sha256 != content.sha256:
+            raise _refused(RefusalCode.CONTENT_CHANGED, approvals.refusal_text_changed(
+                content, data.content_sha256))
 
     async def _review_or_raise(self, verdict: Verdict,
                                data: ApproveInput | RejectInput) -> ReviewAck:
         ack = await self._review(verdict, data)
         if not ack.accepted:
-            raise ApplicationError(ack.message, type=REVIEW_REFUSED_TYPE, non_retryable=True)
+            raise _refused(ack.code, ack.message)
         return ack
 
     async def _review(self, verdict: Verdict, data: ApproveInput | RejectInput) -> ReviewAck:
+        if not self._is_bound():
+            return await self._legacy_review(verdict, data)
+        request_id = data.request_id or str(workflow.uuid4())
+        # A duplicate delivery gets the first one's answer; one that arrives while the
+        # first is being applied waits for it. Only proven actions are remembered, so a
+        # forged action cannot take a reviewer's request ID first. Checked and claimed
+        # with no await in between: two deliveries in one activation must not both pass.
+        while (known := self._book.answered(request_id, data.reviewer)) is None:
+            if request_id not in self._in_flight:
+                break
+            await workflow.wait_condition(lambda: request_id not in self._in_flight)
+        if known is not None:
+            return known
+        self._in_flight.add(request_id)
+        ticket, self._tickets = self._tickets, self._tickets + 1
+        try:
+            return await self._review_in_turn(Ballot(verdict=verdict, data=data,
+                                                     request_id=request_id,
+                                                     received_at=workflow.now()), ticket)
+        finally:
+            self._in_flight.discard(request_id)
+            self._turn = max(self._turn, ticket + 1)
+
+    async def _review_in_turn(self, ballot: Ballot, ticket: int) -> ReviewAck:
+        state, book = self._state, self._book
+        # A review arriving while a rejected output is regenerated judged an older
+        # output: never let it decide the new one.
+        stale, judged = self._regenerating, state.attempt
+        if not stale:
+            # Held until routing: the zone and risk decide whether and by whom it may be taken.
+            await workflow.wait_condition(lambda: state.routing is not None)
+        authorization = None if stale else await self._authorize_ballot(ballot)
+        # Authorizations run side by side and finish in any order; reviews are applied in
+        # the order they arrived.
+        await workflow.wait_condition(lambda: self._turn >= ticket)
+        stale = stale or self._regenerating or state.attempt != judged
+        if not stale and approvals.needs_reauthorization(state, authorization):
+            authorization = await self._authorize_ballot(ballot)  # an edit raised the risk
+        refused = approvals.refusal(state, book, ballot, authorization, stale=stale)
+        edited, required = None, state.approvals_required
+        if refused is None and authorization is not None and not state.blind_review:
+            edited = approvals.edited_content(state, ballot, authorization.reviewer or "")
+            if edited is not None:
+                edited, required, refused = await self._screen_edit(ballot, edited)
+        record = approvals.record_of(state, ballot, authorization, refused, attempt=judged)
+        if refused is not None:
+            message: str = refused[1]
+        elif edited is not None:
+            message = approvals.take_edit(state, book, record, edited, required)
+        else:
+            message = approvals.take(state, book, record, ballot)
+        kept = approvals.keep(state, record)
+        ack = ReviewAck(accepted=refused is None, status=state.status, message=message,
+                        code=refused[0] if refused else None)
+        if authorization is not None and authorization.proven and authorization.reviewer:
+            book.remember(ballot.request_id, authorization.reviewer, ack)
+        if refused is None:
+            metrics.observe_review_latency(workflow.metric_meter(), record.latency_seconds or 0.0,
+                                           {"verdict": record.verdict.value, **self._labels()})
+        else:
+            self._count(metrics.REVIEW_REFUSALS, verdict=record.verdict.value,
+                        code=refused[0].value)
+        self._details("review received")
+        if edited is not None and refused is None:
+            await self._publish()  # the queue and search attributes show the edit's risk
+        if kept:
+            self._keep_written(record)
+        return ack
+
+    async def _screen_edit(self, ballot: Ballot, edited: Content
+                           ) -> tuple[Content, int, approvals.Refusal | None]:
+        """The cascade's rules and judge on an edited output and action. The edit's risk
+        sets the approvals it needs and the role its editor must hold."""
+        state, proposal = self._state, self._state.proposal
+        assert proposal is not None and proposal.risk is not None
+        request = self._request.model_copy(update={"output": edited.output,
+                                                   "action": edited.action})
+        rules = await self._check_rules(request)
+        judge = await self._judge(request, rules)
+        content, required = approvals.screened(
+            edited, proposal_risk=proposal.risk, proposal_required=self._proposal_required,
+            risk=rules.assessment.risk, required=rules.assessment.approvals_required,
+            rule_failures=[f.rule for f in rules.failures], judge=judge.status)
+        assert content.risk is not None
+        if self._verdict is not None or not state.status.is_open:  # the deadline passed
+            return content, required, approvals.decided_refusal(state)
+        if state.risk is None or content.risk.rank > state.risk.rank:
+            again = await self._authorize_ballot(ballot, risk=content.risk)
+            if not again.allowed:
+                return content, required, (RefusalCode.FORBIDDEN, (
+                    f"the edit raises the risk to {content.risk.value}: {again.reason}; "
+                    "nothing changed"))
+        return content, required, None
+
+    def _keep_written(self, record: ReviewRecord) -> None:
+        state = self._state
+        write = RecordReviewInput(decision_id=state.decision_id, task_type=state.task_type,
+                                  confidence=state.confidence,
+                                  zone=state.zone.value if state.zone else None,
+                                  risk=state.risk.value if state.risk else None, review=record)
+        if self._delivers_next(record):
+            # The review that releases a delivery is written by the executor, before the
+            # ledger row it authorises. _close_attempt writes it if no delivery takes it.
+            self._unwritten.append(write)
+        else:
+            self._record_review(write)
+
+    async def _authorize_ballot(self, ballot: Ballot,
+                                risk: RiskLevel | None = None) -> AuthorizeResult:
+        """The registry's answer for ``ballot``: its proof, then the reviewer's role for
+        ``risk`` (the decision's, by default). Fails closed if the registry is down."""
+        state = self._state
+        risk = risk or state.risk or RiskLevel.CRITICAL
+        data = ballot.data
+        approval = data if isinstance(data, ApproveInput) else None
+        rejection = data if isinstance(data, RejectInput) else None
+        try:
+            result: AuthorizeResult = await workflow.execute_local_activity(
+                "authorize_review",
+                AuthorizeInput(reviewer=data.reviewer, risk=risk, decision_id=state.decision_id,
+                               approval=approval, rejection=rejection),
+                result_type=AuthorizeResult, start_to_close_timeout=options.STORE_TIMEOUT,
+                retry_policy=options.AUTHORIZE_RETRY,
+            )
+        except (ActivityError, ApplicationError) as exc:
+            return AuthorizeResult(allowed=False, code=RefusalCode.UNPROVEN,
+                                   reason=f"reviewer registry unavailable, refusing: "
+                                          f"{_cause(exc)}")
+        return result
+
+    # ------------------------------------------------ reviews before BOUND
+
+    async def _legacy_review(self, verdict: Verdict,
+                             data: ApproveInput | RejectInput) -> ReviewAck:
+        """Reviews of a decision first reviewed before BOUND, exactly as they ran then."""
         request_id = data.request_id or str(workflow.uuid4())
         if request_id in self._seen:  # duplicate delivery: the first one's answer
             await workflow.wait_condition(lambda: request_id in self._acks)
@@ -517,30 +703,22 @@ class DecisionWorkflow:
         self._seen.add(request_id)
         ticket, self._tickets = self._tickets, self._tickets + 1
         try:
-            return await self._review_in_turn(verdict, data, request_id, ticket)
+            return await self._legacy_review_in_turn(verdict, data, request_id, ticket)
         finally:
             self._turn = max(self._turn, ticket + 1)
 
-    async def _review_in_turn(self, verdict: Verdict, data: ApproveInput | RejectInput,
-                              request_id: str, ticket: int) -> ReviewAck:
+    async def _legacy_review_in_turn(self, verdict: Verdict, data: ApproveInput | RejectInput,
+                                     request_id: str, ticket: int) -> ReviewAck:
         state = self._state
         received_at = workflow.now()
-        # A review arriving while a rejected output is regenerated judged an older
-        # output: never let it decide the new one.
         stale, judged = self._regenerating, state.attempt
         if not stale:
-            # Held until routing: the zone and risk decide whether and by whom it may be taken.
             await workflow.wait_condition(lambda: state.routing is not None)
-        authorization = None if stale else await self._authorize(data.reviewer)
+        authorization = None if stale else await self._legacy_authorize(verdict, data)
         if _patched("reviews-in-arrival-order"):
-            # Authorizations run side by side and finish in any order; the reviews are
-            # applied in the order they arrived, so an approval sent before a rejection
-            # wins whichever reviewer's lookup returned first.
             await workflow.wait_condition(lambda: self._turn >= ticket)
-        # Held by its lookup or its turn while a rejection was applied and the output
-        # regenerated: it judged the older output and must not decide the new one.
         stale = stale or self._regenerating or state.attempt != judged
-        refusal = self._regenerating_refusal() if stale else review_refusal(
+        refusal = self._regenerating_refusal() if stale else approvals.legacy_refusal(
             state=state, verdict=verdict, reviewer=data.reviewer,
             requester=self._request.context.requested_by, decided=self._verdict is not None,
             authorization=authorization)
@@ -559,7 +737,7 @@ class DecisionWorkflow:
         else:
             record.correct_answer, record.error_category = data.correct_answer, data.error_category
         state.reviews.append(record)
-        message = refusal or self._take(record, data)
+        message = refusal or approvals.legacy_take(state, self._book, record, data)
         ack = ReviewAck(accepted=refusal is None, status=state.status, message=message)
         self._acks[request_id] = ack
         if refusal is None:
@@ -573,13 +751,33 @@ class DecisionWorkflow:
                                   zone=state.zone.value if state.zone else None,
                                   risk=state.risk.value if state.risk else None, review=record)
         if self._delivers_next(record) and _patched("review-with-execution"):
-            # The review that releases a delivery is written by the executor, before the
-            # ledger row it authorises: one activity where there were two (measured in
-            # docs/BENCHMARKS.md). _close_attempt writes it if no delivery takes it.
             self._unwritten.append(write)
         else:
             self._record_review(write)
         return ack
+
+    async def _legacy_authorize(self, verdict: Verdict,
+                                data: ApproveInput | RejectInput) -> str | None:
+        """The registry's refusal, or None; the proof is verified as for bound reviews."""
+        state = self._state
+        if self._verdict is not None or state.risk is None or not (
+                state.zone and state.zone.needs_review):
+            return None  # refused anyway by legacy_refusal; no lookup needed
+        try:
+            result: AuthorizeResult = await workflow.execute_local_activity(
+                "authorize_review",
+                AuthorizeInput(reviewer=data.reviewer, risk=state.risk,
+                               decision_id=state.decision_id,
+                               approval=data if isinstance(data, ApproveInput) else None,
+                               rejection=data if isinstance(data, RejectInput) else None),
+                result_type=AuthorizeResult, start_to_close_timeout=options.STORE_TIMEOUT,
+                retry_policy=options.AUTHORIZE_RETRY, summary=f"authorize {data.reviewer}",
+            )
+        except (ActivityError, ApplicationError) as exc:
+            return f"reviewer registry unavailable, refusing: {_cause(exc)}"
+        return None if result.allowed else result.reason
+
+    # ------------------------------------------------------------- writes
 
     def _delivers_next(self, record: ReviewRecord) -> bool:
         """This accepted review decided the attempt, and the decision executes next."""
@@ -611,79 +809,6 @@ class DecisionWorkflow:
                 if isinstance(outcome, BaseException):
                     workflow.logger.error("review record not written", extra={
                         "decision_id": self._state.decision_id, "error": _cause(outcome)})
-
-    def _take(self, record: ReviewRecord, data: ApproveInput | RejectInput) -> str:
-        """Apply an accepted action; the verdict is final once enough approvers agree."""
-        state = self._state
-        if state.blind_review:
-            return self._take_blind(record, data)
-        if record.verdict is Verdict.REJECT:
-            self._verdict = record
-            return "reject accepted"
-        state.approved_by.append(record.reviewer)
-        if isinstance(data, ApproveInput) and record.edited:
-            self._edit = data
-        if len(state.approved_by) < state.approvals_required:
-            return (f"approval {len(state.approved_by)} of {state.approvals_required} recorded; "
-                    "another approver is needed")
-        self._verdict = record
-        return "approve accepted"
-
-    def _take_blind(self, record: ReviewRecord, data: ApproveInput | RejectInput) -> str:
-        """Collect a blind verdict; decide once every required reviewer gave one.
-
-        Unlike four-eyes, a rejection waits for the other verdicts (the pair is
-        the point). Any rejection rejects. Approvals execute only an output every
-        reviewer approved: one who edited and one who approved as proposed approved
-        different outputs, and neither saw the other's, so that fails closed too,
-        with the edit kept as the correct answer.
-        """
-        state = self._state
-        if isinstance(data, ApproveInput):
-            state.approved_by.append(record.reviewer)
-            self._blind_edits[record.request_id] = data
-        verdicts = [r for r in state.reviews
-                    if r.accepted and r.blind and r.attempt == state.attempt]
-        if len(verdicts) < state.approvals_required:
-            return (f"blind verdict {len(verdicts)} of {state.approvals_required} recorded; "
-                    "an independent reviewer decides too")
-        rejection = next((r for r in verdicts if r.verdict is Verdict.REJECT), None)
-        if rejection is not None:
-            self._verdict = rejection
-            return (f"{record.verdict.value} recorded; blind double review rejected "
-                    f"(rejected by {rejection.reviewer})")
-        approvals = [self._blind_edits[r.request_id] for r in verdicts]
-        outputs = {(a.output, a.action.model_dump_json() if a.action else None)
-                   for a in approvals}
-        edits = [a for a in approvals if a.output is not None or a.action is not None]
-        if len(outputs) > 1:
-            self._verdict = record.model_copy(update={
-                "request_id": f"blind:{state.attempt}", "reviewer": "blind double review",
-                "verdict": Verdict.REJECT, "edited": False, "error_category": ErrorCategory.OTHER,
-                "reason": "blind reviewers approved different outputs; none has every "
-                          "reviewer's approval",
-                "correct_answer": next((a.output for a in edits if a.output is not None),
-                                       None)})
-            return "approve recorded; blind reviewers approved different outputs: rejected"
-        self._edit = edits[0] if edits else None
-        self._verdict = record
-        return "approve accepted"
-
-    async def _authorize(self, reviewer: str) -> str | None:
-        """The registry's refusal, or None. Fails closed if the registry is unreachable."""
-        state = self._state
-        if self._verdict is not None or state.risk is None or not (
-                state.zone and state.zone.needs_review):
-            return None  # refused anyway by review_refusal; no lookup needed
-        try:
-            result: AuthorizeResult = await workflow.execute_local_activity(
-                "authorize_review", AuthorizeInput(reviewer=reviewer, risk=state.risk),
-                result_type=AuthorizeResult, start_to_close_timeout=options.STORE_TIMEOUT,
-                retry_policy=options.AUTHORIZE_RETRY, summary=f"authorize {reviewer}",
-            )
-        except (ActivityError, ApplicationError) as exc:
-            return f"reviewer registry unavailable, refusing: {_cause(exc)}"
-        return None if result.allowed else result.reason
 
     # ------------------------------------------------------------ visibility
 
@@ -751,6 +876,12 @@ def _signal_payload(name: str, args: Sequence[Any],
         workflow.logger.warning("dropped malformed %s signal: %s", name,
                                 str(exc).splitlines()[0][:200])
         return None
+
+
+def _refused(code: RefusalCode | None, message: str) -> ApplicationError:
+    """A refused reviewer action as the update's failure; the code is its one detail."""
+    return ApplicationError(message, *([code.value] if code else []),
+                            type=REVIEW_REFUSED_TYPE, non_retryable=True)
 
 
 def _cause(exc: BaseException) -> str:

@@ -54,6 +54,7 @@ from hitl.store import (
 )
 from tests.conftest import BIN, WorkerFactory, register_reviewers
 from tests.factories import make_request
+from tests.reviewing import approve
 
 pytestmark = pytest.mark.timeout(90)
 REVIEWED = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -164,8 +165,9 @@ async def test_workflow_decision_chains_reviews_and_execution(
         request = make_request(task_type="account_deletion", confidence=0.99, action={
             "type": "delete_account", "params": {"account_id": "a9"}, "reversible": False})
         await hitl.submit(request)
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="chain-ann", reason="ok"))
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="chain-ben", reason="agreed"))
+        await approve(hitl, request.decision_id, ApproveInput(reviewer="chain-ann", reason="ok"))
+        await approve(hitl, request.decision_id,
+                      ApproveInput(reviewer="chain-ben", reason="agreed"))
         final = await hitl.wait(request.decision_id, timeout=30)
         assert final.status is DecisionStatus.EXECUTED
         deadline = asyncio.get_running_loop().time() + 15

@@ -29,6 +29,7 @@ from hitl.state import DecisionState
 from hitl.store import DecisionRecord, session_scope
 from tests.conftest import BIN, WorkerFactory, register_reviewers, test_policy
 from tests.factories import make_request
+from tests.reviewing import approve, reject
 
 SECRETS = {"api_key": "sk-live-0123456789abcdefghij", "password": "hunter2",
            "auth_header": "Bearer eyJhbGciOi.secret", "nested": {"accessToken": "tok-123",
@@ -77,8 +78,8 @@ async def test_export_of_decisions_decided_through_the_workflow(
         for request in (approved, edited):
             await hitl.submit(request)
             await pending(hitl, request.decision_id)
-        await hitl.approve(approved.decision_id, ApproveInput(reviewer="alice", reason="fine"))
-        await hitl.approve(edited.decision_id, ApproveInput(
+        await approve(hitl, approved.decision_id, ApproveInput(reviewer="alice", reason="fine"))
+        await approve(hitl, edited.decision_id, ApproveInput(
             reviewer="bob", reason="it is a crash report", output="technical",
             action=Action(type="set_label", params={"label": "technical"}, reversible=True)))
         for request in (approved, edited):
@@ -86,7 +87,7 @@ async def test_export_of_decisions_decided_through_the_workflow(
         middle = datetime.now(UTC)
         await hitl.submit(rejected)
         await pending(hitl, rejected.decision_id)
-        await hitl.reject(rejected.decision_id, RejectInput(
+        await reject(hitl, rejected.decision_id, RejectInput(
             reviewer="carol", reason="asks how to change the email", correct_answer="account",
             error_category=ErrorCategory.WRONG_LABEL))
         assert (await hitl.wait(rejected.decision_id, timeout=20)).status is (

@@ -39,6 +39,8 @@ from hitl.state import DecisionState
 from hitl.store import AuditRow, DecisionRecord, ExecutionRow, ReviewRow
 from tests.factories import make_request
 from tests.http_servers import LocalServer, Target
+from tests.reviewing import approve, reject
+from tests.reviewing import signal as send_signal
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("HITL_FAULT_SEED", "20261121"))
@@ -411,14 +413,14 @@ async def send_review(hitl: HitlClient, decision_id: str, review: Review) -> Non
     if review.channel == "update":
         if review.verdict == "approve":
             assert isinstance(payload, ApproveInput)
-            await hitl.approve(decision_id, payload)
+            await approve(hitl, decision_id, payload)
         else:
             assert isinstance(payload, RejectInput)
-            await hitl.reject(decision_id, payload)
+            await reject(hitl, decision_id, payload)
         return
-    await hitl.signal(decision_id, review.verdict, payload)
+    await send_signal(hitl, decision_id, review.verdict, payload)
     if review.channel == "signal_twice":
-        await hitl.signal(decision_id, review.verdict, payload)
+        await send_signal(hitl, decision_id, review.verdict, payload)
 
 
 async def bounded(limit: int, jobs: list[Awaitable[Any]]) -> list[Any]:

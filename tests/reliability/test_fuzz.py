@@ -42,6 +42,7 @@ from hitl.rules import check_rules
 from tests.conftest import BIN, WorkerFactory, test_policy
 from tests.factories import make_request
 from tests.reliability.harness import SEED, summary, until, wft_failures
+from tests.reviewing import reject
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow], database=None)
@@ -350,7 +351,7 @@ async def _cli_signal(client: Client, decision_id: str, name: str, *flags: str) 
 
 
 async def _finish_normally(hitl: HitlClient, decision_id: str) -> None:
-    ack = await hitl.reject(decision_id, RejectInput(reviewer="rita", reason="fuzz done"))
+    ack = await reject(hitl, decision_id, RejectInput(reviewer="rita", reason="fuzz done"))
     assert ack.accepted
     state = await hitl.wait(decision_id, timeout=30)
     assert state.status is DecisionStatus.REJECTED
@@ -478,7 +479,7 @@ async def test_arbitrary_update_payloads_are_rejected_before_history(
         failures = wft_failures(await handle.fetch_history())
         if (await hitl.status(request.decision_id)).status.is_open:
             approve = ApproveInput(reviewer="alice", request_id="fuzz-valid")
-            assert (await hitl.approve(request.decision_id, approve)).accepted
+            assert (await approve(hitl, request.decision_id, approve)).accepted
         final = await hitl.wait(request.decision_id, timeout=30)
     summary("fuzz_updates", bad_inputs_tried=sum(outcomes.values()), outcomes=outcomes,
             workflow_task_failures=len(failures), final=final.status.value)

@@ -35,6 +35,7 @@ from tests.reliability.harness import (
     summary,
     until,
 )
+from tests.reviewing import reject
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -143,7 +144,7 @@ async def test_every_judge_fault_sends_the_decision_to_a_person(
             await until(all_routed, within=60, what="every faulty decision routed")
             states = {key: await hitl.status(r.decision_id) for key, r in faulty.items()}
             passed = await hitl.wait(control.decision_id, timeout=30)
-            await bounded(16, [hitl.reject(r.decision_id, RejectInput(reviewer="rita",
+            await bounded(16, [reject(hitl, r.decision_id, RejectInput(reviewer="rita",
                                                                      reason="judge fault"))
                                for r in faulty.values()])
             finals = await bounded(16, [hitl.wait(r.decision_id, timeout=30)

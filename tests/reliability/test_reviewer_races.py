@@ -28,6 +28,7 @@ from tests.conftest import WorkerFactory
 from tests.factories import make_request
 from tests.http_servers import Judge, LocalServer
 from tests.reliability.harness import KeyedTarget, serve_target, summary, until
+from tests.reviewing import approve, reject, signal
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -74,18 +75,18 @@ async def test_approve_and_reject_at_the_same_instant(hitl_worker: WorkerFactory
             requests = [_queued(f"{http.url}/act") for _ in range(COPIES)]
             await _pending(hitl, requests)
             results = await asyncio.gather(*(_race(
-                hitl.approve(r.decision_id, ApproveInput(reviewer="alice")),
-                hitl.reject(r.decision_id, RejectInput(reviewer="bob", reason="no")),
+                approve(hitl, r.decision_id, ApproveInput(reviewer="alice")),
+                reject(hitl, r.decision_id, RejectInput(reviewer="bob", reason="no")),
             ) for r in requests))
             finals = await asyncio.gather(*(hitl.wait(r.decision_id, timeout=30)
                                             for r in requests))
     winners: Counter[str] = Counter()
-    for request, (approve, reject), final in zip(requests, results, finals, strict=True):
-        kinds = sorted([_kind(approve), _kind(reject)])
-        assert kinds == ["accepted", "refused"], (approve, reject)
-        won = "approve" if _kind(approve) == "accepted" else "reject"
+    for request, (approval, rejection), final in zip(requests, results, finals, strict=True):
+        kinds = sorted([_kind(approval), _kind(rejection)])
+        assert kinds == ["accepted", "refused"], (approval, rejection)
+        won = "approve" if _kind(approval) == "accepted" else "reject"
         winners[won] += 1
-        loser = reject if won == "approve" else approve
+        loser = rejection if won == "approve" else approval
         assert "already decided" in str(loser) or isinstance(loser, DecisionClosed), loser
         key = f"{request.decision_id}:execute"
         if won == "approve":
@@ -108,8 +109,8 @@ async def test_two_approvers_race_on_a_one_approver_decision(hitl_worker: Worker
             requests = [_queued(f"{http.url}/act") for _ in range(COPIES)]
             await _pending(hitl, requests)
             results = await asyncio.gather(*(_race(
-                hitl.approve(r.decision_id, ApproveInput(reviewer="alice")),
-                hitl.approve(r.decision_id, ApproveInput(reviewer="bob")),
+                approve(hitl, r.decision_id, ApproveInput(reviewer="alice")),
+                approve(hitl, r.decision_id, ApproveInput(reviewer="bob")),
             ) for r in requests))
             finals = await asyncio.gather(*(hitl.wait(r.decision_id, timeout=30)
                                             for r in requests))
@@ -130,7 +131,7 @@ async def test_the_same_update_twice_concurrently_is_one_review(hitl_worker: Wor
             requests = [_queued(f"{http.url}/act") for _ in range(COPIES)]
             await _pending(hitl, requests)
             results = await asyncio.gather(*(_race(*[
-                hitl.approve(r.decision_id, ApproveInput(reviewer="alice", request_id="dbl"))
+                approve(hitl, r.decision_id, ApproveInput(reviewer="alice", request_id="dbl"))
                 for _ in range(2)]) for r in requests))
             finals = await asyncio.gather(*(hitl.wait(r.decision_id, timeout=30)
                                             for r in requests))
@@ -151,7 +152,7 @@ async def test_the_same_signal_twice_concurrently_is_one_review(
             requests = [_queued(f"{http.url}/act") for _ in range(COPIES)]
             await _pending(hitl, requests)
             review = ApproveInput(reviewer="alice", request_id="sig-1")
-            await asyncio.gather(*(hitl.signal(r.decision_id, "approve", review)
+            await asyncio.gather(*(signal(hitl, r.decision_id, "approve", review)
                                    for r in requests for _ in range(3)))
             finals = await asyncio.gather(*(hitl.wait(r.decision_id, timeout=30)
                                             for r in requests))
@@ -171,13 +172,13 @@ async def test_signal_and_update_from_two_reviewers_at_once(hitl_worker: WorkerF
             await _pending(hitl, requests)
 
             async def signal(did: str) -> ReviewAck:
-                await hitl.signal(did, "reject",
+                await signal(hitl, did, "reject",
                                   RejectInput(reviewer="bob", reason="no", request_id="s"))
                 return ReviewAck(accepted=True, status=DecisionStatus.PENDING_REVIEW,
                                  message="signal sent")
 
             races = await asyncio.gather(*(_race(
-                hitl.approve(r.decision_id, ApproveInput(reviewer="alice", request_id="u")),
+                approve(hitl, r.decision_id, ApproveInput(reviewer="alice", request_id="u")),
                 signal(r.decision_id)) for r in requests))
             finals = await asyncio.gather(*(hitl.wait(r.decision_id, timeout=30)
                                             for r in requests))
@@ -217,17 +218,17 @@ async def test_four_eyes_races(hitl_worker: WorkerFactory) -> None:
             veto = [_four_eyes(act) for _ in range(COPIES)]
             await _pending(hitl, pairs + twice + veto)
             pair_results = await asyncio.gather(*(_race(
-                hitl.approve(r.decision_id, ApproveInput(reviewer="alice")),
-                hitl.approve(r.decision_id, ApproveInput(reviewer="bob"))) for r in pairs))
+                approve(hitl, r.decision_id, ApproveInput(reviewer="alice")),
+                approve(hitl, r.decision_id, ApproveInput(reviewer="bob"))) for r in pairs))
             twice_results = await asyncio.gather(*(_race(
-                hitl.approve(r.decision_id, ApproveInput(reviewer="alice")),
-                hitl.approve(r.decision_id, ApproveInput(reviewer="alice"))) for r in twice))
+                approve(hitl, r.decision_id, ApproveInput(reviewer="alice")),
+                approve(hitl, r.decision_id, ApproveInput(reviewer="alice"))) for r in twice))
             veto_results = await asyncio.gather(*(_race(
-                hitl.approve(r.decision_id, ApproveInput(reviewer="alice")),
-                hitl.reject(r.decision_id, RejectInput(reviewer="bob", reason="no")))
+                approve(hitl, r.decision_id, ApproveInput(reviewer="alice")),
+                reject(hitl, r.decision_id, RejectInput(reviewer="bob", reason="no")))
                 for r in veto))
             twice_states = await asyncio.gather(*(hitl.status(r.decision_id) for r in twice))
-            await asyncio.gather(*(hitl.approve(r.decision_id, ApproveInput(reviewer="carol"))
+            await asyncio.gather(*(approve(hitl, r.decision_id, ApproveInput(reviewer="carol"))
                                    for r in twice))
             finals = await asyncio.gather(*(hitl.wait(r.decision_id, timeout=30)
                                             for r in pairs + twice + veto))
@@ -271,9 +272,9 @@ async def test_review_arriving_during_screening_is_held_not_lost(
 
                 await until(judging, within=20, what="decision in the judge call")
                 return await _race(
-                    hitl.approve(request.decision_id,
+                    approve(hitl, request.decision_id,
                                  ApproveInput(reviewer="alice", request_id="early")),
-                    hitl.reject(request.decision_id, RejectInput(reviewer="bob", reason="x")))
+                    reject(hitl, request.decision_id, RejectInput(reviewer="bob", reason="x")))
 
             results = await asyncio.gather(*(race_in_screening(r) for r in requests))
             finals = await asyncio.gather(*(hitl.wait(r.decision_id, timeout=30)
@@ -301,14 +302,14 @@ async def test_refused_reviewers_racing_a_valid_one_change_nothing(
                         for _ in range(COPIES)]
             await _pending(hitl, requests)
             results = await asyncio.gather(*(_race(
-                hitl.approve(r.decision_id, ApproveInput(reviewer="nobody")),
-                hitl.approve(r.decision_id, ApproveInput(reviewer="mallory")),
-                hitl.reject(r.decision_id, RejectInput(reviewer="rita", reason="no")),
+                approve(hitl, r.decision_id, ApproveInput(reviewer="nobody")),
+                approve(hitl, r.decision_id, ApproveInput(reviewer="mallory")),
+                reject(hitl, r.decision_id, RejectInput(reviewer="rita", reason="no")),
             ) for r in requests))
             finals = await asyncio.gather(*(hitl.wait(r.decision_id, timeout=30)
                                             for r in requests))
-    for unknown, own, reject in results:
-        assert _kind(reject) == "accepted", reject
+    for unknown, own, rejection in results:
+        assert _kind(rejection) == "accepted", rejection
         assert _kind(unknown) == "refused" and _kind(own) == "refused", (unknown, own)
         # Whichever came first, the reason is the reviewer's, or that it was decided.
         assert any(w in str(unknown) for w in ("unknown reviewer", "already decided")), unknown

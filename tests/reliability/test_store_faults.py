@@ -61,6 +61,7 @@ from tests.reliability.harness import (
     until,
     verify,
 )
+from tests.reviewing import approve, signal
 from worker.main import running_worker
 
 pytestmark = pytest.mark.timeout(180)
@@ -291,7 +292,7 @@ async def test_a_review_during_a_registry_outage_fails_closed(
             proxy.refuse()
             try:
                 if channel == "signal":
-                    await hitl.signal(did, "approve", during)
+                    await signal(hitl, did, "approve", during)
 
                     async def answered() -> bool:
                         description = await handle.describe()
@@ -302,7 +303,7 @@ async def test_a_review_during_a_registry_outage_fails_closed(
                     await until(answered, within=HOLD + 10, what="the review was answered")
                 else:
                     try:
-                        await hitl.approve(did, during)
+                        await approve(hitl, did, during)
                     except ReviewRefused as exc:
                         refused = exc
                 await asyncio.sleep(max(0.0, HOLD - (time.monotonic() - began)))
@@ -322,7 +323,7 @@ async def test_a_review_during_a_registry_outage_fails_closed(
             assert [(r.request_id, r.accepted) for r in state.reviews] == [
                 ("during-outage", False)]
             assert REGISTRY_DOWN in (state.reviews[0].refusal or "")
-            ack = await hitl.approve(did, ApproveInput(reviewer="alice", request_id="after"))
+            ack = await approve(hitl, did, ApproveInput(reviewer="alice", request_id="after"))
             assert ack.accepted
             final = await hitl.wait(did, timeout=30)
     assert final.status is DecisionStatus.EXECUTED

@@ -15,6 +15,7 @@ from hitl.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.factories import make_request
 from tests.http_servers import Judge, LocalServer
+from tests.reviewing import reject
 
 
 def _free_port() -> int:
@@ -47,7 +48,7 @@ async def test_metrics_endpoint_exports_sdk_and_hitl_metrics(
         judge.mode = "500"
         queued = make_request(confidence=0.95)
         await hitl.submit(queued)
-        await hitl.reject(queued.decision_id, RejectInput(reviewer="rita", reason="x"))
+        await reject(hitl, queued.decision_id, RejectInput(reviewer="rita", reason="x"))
         await hitl.wait(queued.decision_id, timeout=30)
         async with httpx.AsyncClient() as http:
             text = (await http.get(f"http://{address}/metrics", timeout=5)).text

@@ -23,6 +23,7 @@ from hitl.settings import Settings
 from hitl.store import ExecutionRow
 from tests.conftest import WorkerFactory
 from tests.factories import make_request
+from tests.reviewing import approve
 from worker.main import workflow_runner
 from worker.sandbox import _DirectLookups
 
@@ -42,8 +43,8 @@ async def test_off_runs_the_autonomous_and_gated_paths_once_each(
         auto = await hitl.decide(make_request(confidence=0.95), timeout=20)
         gated = make_request(confidence=0.5)
         await hitl.submit(gated)
-        await hitl.approve(gated.decision_id, ApproveInput(reviewer="rita", request_id="r1"))
-        await hitl.approve(gated.decision_id, ApproveInput(reviewer="rita", request_id="r1"))
+        await approve(hitl, gated.decision_id, ApproveInput(reviewer="rita", request_id="r1"))
+        await approve(hitl, gated.decision_id, ApproveInput(reviewer="rita", request_id="r1"))
         approved = await hitl.wait(gated.decision_id, timeout=20)
     assert (auto.zone, auto.status) == (Zone.AUTO, DecisionStatus.EXECUTED)
     assert (approved.zone, approved.status) == (Zone.QUEUE, DecisionStatus.EXECUTED)
@@ -98,7 +99,7 @@ async def test_strict_enters_the_sandbox_only_to_create_and_activate(
         auto = await hitl.decide(make_request(confidence=0.95), timeout=20)
         gated = make_request(confidence=0.5)
         await hitl.submit(gated)
-        await hitl.approve(gated.decision_id, ApproveInput(reviewer="rita"))
+        await approve(hitl, gated.decision_id, ApproveInput(reviewer="rita"))
         approved = await hitl.wait(gated.decision_id, timeout=20)
     assert auto.status is approved.status is DecisionStatus.EXECUTED
     activations = sum("__temporal_in_sandbox.activate(" in code for code in entries)

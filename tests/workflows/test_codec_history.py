@@ -49,7 +49,8 @@ from hitl.state import DecisionState
 from tests.conftest import BIN, WorkerFactory
 from tests.factories import make_request
 from tests.http_servers import Judge, LocalServer
-from workflows.decision import FOLDED, FOLDED_PATCHES
+from tests.reviewing import approve, signal
+from workflows.decision import BOUND, FOLDED, FOLDED_BOUND, FOLDED_PATCHES
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -137,7 +138,7 @@ def _is_search_attribute(path: str) -> bool:
     return ".search_attributes." in path
 
 
-PATCHES = {FOLDED, *FOLDED_PATCHES}
+PATCHES = {FOLDED_BOUND, FOLDED, BOUND, *FOLDED_PATCHES}
 
 
 def _is_sdk_marker_data(path: str, payload: Payload) -> bool:
@@ -197,9 +198,9 @@ async def test_history_on_the_server_holds_only_ciphertext(
         await hitl.submit(escalated)
         await _waiting(hitl, escalated.decision_id)
         with pytest.raises(ReviewRefused, match="alice requested this decision"):
-            await hitl.approve(escalated.decision_id,  # an update, refused: a failure in history
+            await approve(hitl, escalated.decision_id,  # an update, refused: a failure in history
                                ApproveInput(reviewer="alice", reason=SECRET_REASON))
-        await hitl.signal(escalated.decision_id, "approve",
+        await signal(hitl, escalated.decision_id, "approve",
                           ApproveInput(reviewer="bob", reason=SECRET_REASON, request_id="sig-1"))
         state = await hitl.wait(escalated.decision_id, timeout=30)
 
@@ -243,7 +244,7 @@ async def test_search_attributes_stay_in_clear_and_hold_no_content(
         await hitl.submit(request)
         await _waiting(hitl, request.decision_id)
         described = await client.get_workflow_handle(request.decision_id).describe()
-        await hitl.signal(request.decision_id, "approve",
+        await signal(hitl, request.decision_id, "approve",
                           ApproveInput(reviewer="bob", reason="ok", request_id="s-1"))
         await hitl.wait(request.decision_id, timeout=30)
     attributes = described.typed_search_attributes
@@ -268,7 +269,7 @@ async def test_decisions_waiting_when_encryption_is_switched_on_still_finish(
         namespace=client.namespace, execution=WorkflowExecution(workflow_id=request.decision_id)))
     async with hitl_worker(temporal=codec_client) as hitl:  # after: the same task queue
         assert (await hitl.status(request.decision_id)).status is DecisionStatus.PENDING_REVIEW
-        ack = await hitl.approve(request.decision_id,
+        ack = await approve(hitl, request.decision_id,
                                  ApproveInput(reviewer="bob", reason=SECRET_REASON))
         assert ack.accepted
         state = await hitl.wait(request.decision_id, timeout=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import uuid
 
@@ -13,6 +14,7 @@ from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowHistory
 
 from hitl.client import HitlClient
+from hitl.content import content_sha256
 from hitl.enums import DecisionStatus, ErrorCategory, ExecutionPhase, LayerStatus, RiskLevel, Zone
 from hitl.errors import DecisionClosed, DecisionConflict, DecisionNotFound, ReviewRefused
 from hitl.review import ApproveInput, RejectInput
@@ -20,6 +22,7 @@ from hitl.store import AuditRow, DecisionRecord, ExecutionRow, ReviewRow
 from tests.conftest import BIN, WorkerFactory, test_policy
 from tests.factories import make_request
 from tests.http_servers import Judge, LocalServer, Target
+from tests.reviewing import approve, reject, signal, token_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -88,7 +91,7 @@ async def test_queue_zone_waits_for_review(hitl_worker: WorkerFactory) -> None:
         item = next(i for i in await hitl.pending() if i.decision_id == request.decision_id)
         assert (item.zone, item.risk, item.status) == ("queue", "low", "pending_review")
         assert item.sla_deadline is not None and not item.overdue
-        await hitl.reject(request.decision_id, RejectInput(reviewer="rita", reason="cleanup"))
+        await reject(hitl, request.decision_id, RejectInput(reviewer="rita", reason="cleanup"))
         await hitl.wait(request.decision_id, timeout=20)
 
 
@@ -114,7 +117,7 @@ async def test_risk_modifiers_route_to_a_person(hitl_worker: WorkerFactory,
         state = await hitl.status(request.decision_id)
         assert state.risk is expected_risk
         assert state.zone is Zone.ESCALATE
-        await hitl.reject(request.decision_id, RejectInput(reviewer="rita", reason="test"))
+        await reject(hitl, request.decision_id, RejectInput(reviewer="rita", reason="test"))
         final = await hitl.wait(request.decision_id, timeout=20)
     assert final.status is DecisionStatus.REJECTED and final.deliveries == []
 
@@ -139,7 +142,7 @@ async def test_critical_is_never_autonomous(hitl_worker: WorkerFactory,
         state = await hitl.status(request.decision_id)
         assert state.judge is not None and state.judge.status is LayerStatus.PASSED
         assert state.zone is Zone.ESCALATE and state.deliveries == []
-        await hitl.reject(request.decision_id, RejectInput(reviewer="rita", reason="test"))
+        await reject(hitl, request.decision_id, RejectInput(reviewer="rita", reason="test"))
         await hitl.wait(request.decision_id, timeout=20)
 
 
@@ -160,7 +163,7 @@ async def test_broken_judge_sends_to_a_person(hitl_worker: WorkerFactory,
         assert state.judge is not None and state.judge.status is LayerStatus.ERROR
         assert state.judge.reasons and state.zone is Zone.QUEUE
         assert state.deliveries == []
-        await hitl.reject(request.decision_id, RejectInput(reviewer="rita", reason="t"))
+        await reject(hitl, request.decision_id, RejectInput(reviewer="rita", reason="t"))
         await hitl.wait(request.decision_id, timeout=20)
     expected_calls = 3 if mode == "500" else 1  # retried only when retrying can help
     assert len(server.requests) == expected_calls
@@ -176,7 +179,7 @@ async def test_judge_pass_allows_auto_and_fail_escalates(
         await hitl.submit(request)
         await _until(lambda: _status_is(hitl, request.decision_id, DecisionStatus.PENDING_REVIEW))
         failed = await hitl.status(request.decision_id)
-        await hitl.reject(request.decision_id, RejectInput(reviewer="rita", reason="t"))
+        await reject(hitl, request.decision_id, RejectInput(reviewer="rita", reason="t"))
         await hitl.wait(request.decision_id, timeout=20)
         history = await hitl.temporal.get_workflow_handle(request.decision_id).fetch_history()
     assert passed.zone is Zone.AUTO and passed.judge and passed.judge.score == 0.93
@@ -194,7 +197,7 @@ async def test_rule_failure_skips_judge_and_goes_to_a_person(
         await hitl.submit(request)
         await _until(lambda: _status_is(hitl, request.decision_id, DecisionStatus.PENDING_REVIEW))
         state = await hitl.status(request.decision_id)
-        await hitl.reject(request.decision_id, RejectInput(reviewer="rita", reason="injection"))
+        await reject(hitl, request.decision_id, RejectInput(reviewer="rita", reason="injection"))
         await hitl.wait(request.decision_id, timeout=20)
     assert state.rules is not None
     assert [f.rule for f in state.rules.failures] == ["injection_patterns"]
@@ -217,21 +220,21 @@ async def test_approve_executes_exactly_once_over_http(
     await early.submit(request)
     # Queued before any worker runs, so all three reach one running workflow.
     review = ApproveInput(reviewer="alice", reason="checked", request_id="req-1")
-    await early.signal(request.decision_id, "approve", review)
-    await early.signal(request.decision_id, "approve", review)  # duplicate: dropped
-    await early.signal(request.decision_id, "reject",
+    await signal(early, request.decision_id, "approve", review)
+    await signal(early, request.decision_id, "approve", review)  # duplicate: dropped
+    await signal(early, request.decision_id, "reject",
                        RejectInput(reviewer="bob", reason="late", request_id="req-2"))
     async with hitl_worker() as hitl:
         state = await hitl.wait(request.decision_id, timeout=20)
         with pytest.raises(DecisionClosed):
-            await hitl.approve(request.decision_id, review)
+            await approve(hitl, request.decision_id, review)
     assert state.status is DecisionStatus.EXECUTED and state.zone is Zone.ESCALATE
     assert target.counts == {f"{request.decision_id}:execute": 1}
-    assert [(r.request_id, r.accepted) for r in state.reviews] == [("req-1", True),
-                                                                   ("req-2", False)]
+    assert [(r.request_id, r.accepted) for r in state.reviews] == [
+        ("req-1", True), ("refused-1:req-2", False)]
     assert state.reviews[1].refusal and "already decided" in state.reviews[1].refusal
     reviews = sorted(_rows(sqlite_engine, ReviewRow, request.decision_id),
-                     key=lambda r: r.request_id)  # handlers persist concurrently
+                     key=lambda r: r.reviewer)  # handlers persist concurrently
     assert [(r.reviewer, r.verdict, r.accepted) for r in reviews] == [
         ("alice", "approve", True), ("bob", "reject", False)]
     assert reviews[0].zone == "escalate" and reviews[0].risk == "high"
@@ -245,12 +248,12 @@ async def test_reject_stores_feedback_and_never_executes(
     async with hitl_worker() as hitl:
         request = make_request(confidence=0.4, action={"target_url": f"{server.url}/act"})
         await hitl.submit(request)
-        await hitl.reject(request.decision_id, RejectInput(
+        await reject(hitl, request.decision_id, RejectInput(
             reviewer="bob", reason="wrong queue", correct_answer="technical",
             error_category=ErrorCategory.WRONG_LABEL))
         state = await hitl.wait(request.decision_id, timeout=20)
         with pytest.raises(DecisionClosed):
-            await hitl.approve(request.decision_id, ApproveInput(reviewer="carol"))
+            await approve(hitl, request.decision_id, ApproveInput(reviewer="carol"))
     assert state.status is DecisionStatus.REJECTED and target.counts == {}
     review = _rows(sqlite_engine, ReviewRow, request.decision_id)[0]
     assert (review.correct_answer, review.error_category, review.reason) == (
@@ -265,7 +268,7 @@ async def test_approve_with_edit_delivers_the_edit(
         request = make_request(confidence=0.3, action={"target_url": f"{server.url}/act",
                                                        "reversible": False})
         await hitl.submit(request)
-        await hitl.approve(request.decision_id, ApproveInput(
+        await approve(hitl, request.decision_id, ApproveInput(
             reviewer="alice", output="technical", flag_for_monitoring=True,
             action={"type": "set_label", "params": {"label": "technical"},
                     "target_url": f"{server.url}/act"}))
@@ -282,15 +285,15 @@ async def test_requester_cannot_approve_own_decision(hitl_worker: WorkerFactory)
         await hitl.submit(request)
         own = ApproveInput(reviewer="mallory", request_id="self-1")
         with pytest.raises(ReviewRefused, match="cannot approve"):
-            await hitl.approve(request.decision_id, own)
+            await approve(hitl, request.decision_id, own)
         with pytest.raises(ReviewRefused, match="cannot approve"):  # retried: same answer
-            await hitl.approve(request.decision_id, own)
-        await hitl.signal(request.decision_id, "approve", ApproveInput(reviewer="mallory"))
+            await approve(hitl, request.decision_id, own)
+        await signal(hitl, request.decision_id, "approve", ApproveInput(reviewer="mallory"))
         await _until(lambda: _review_count(hitl, request.decision_id, 2))
         state = await hitl.status(request.decision_id)
         assert state.status is DecisionStatus.PENDING_REVIEW  # refusals change nothing
         assert [r.accepted for r in state.reviews] == [False, False]
-        await hitl.reject(request.decision_id, RejectInput(reviewer="rita", reason="t"))
+        await reject(hitl, request.decision_id, RejectInput(reviewer="rita", reason="t"))
         await hitl.wait(request.decision_id, timeout=20)
 
 
@@ -305,7 +308,7 @@ async def test_signal_before_the_gate_is_not_lost(hitl_worker: WorkerFactory,
 
     early = HitlClient(client, task_queue=task_queue)
     await early.submit(request)  # no worker yet: the workflow cannot reach its gate
-    await early.signal(request.decision_id, "reject",
+    await signal(early, request.decision_id, "reject",
                        RejectInput(reviewer="rita", reason="early", request_id="early-1"))
     async with hitl_worker() as hitl:
         state = await hitl.wait(request.decision_id, timeout=20)
@@ -318,9 +321,9 @@ async def test_signal_after_finish_is_a_clear_error(hitl_worker: WorkerFactory) 
         request = make_request(confidence=0.95)
         await hitl.decide(request, timeout=20)
         with pytest.raises(DecisionClosed):
-            await hitl.signal(request.decision_id, "approve", ApproveInput(reviewer="late"))
+            await signal(hitl, request.decision_id, "approve", ApproveInput(reviewer="late"))
         with pytest.raises((DecisionClosed, ReviewRefused)):
-            await hitl.approve(request.decision_id, ApproveInput(reviewer="late"))
+            await approve(hitl, request.decision_id, ApproveInput(reviewer="late"))
 
 
 async def test_temporal_cli_signal_works_like_hitl(hitl_worker: WorkerFactory, client: Client,
@@ -331,11 +334,19 @@ async def test_temporal_cli_signal_works_like_hitl(hitl_worker: WorkerFactory, c
         request = make_request(confidence=0.3, action={"target_url": f"{server.url}/act"})
         await hitl.submit(request)
         address = client.service_client.config.target_host
+        digest = content_sha256(request.output, request.action)
+        # hitl signs (no connection needed with the whole digest); temporal sends.
+        signed = await asyncio.to_thread(subprocess.run, [
+            str(BIN / "hitl"), "approve", request.decision_id, "--reviewer", "ops-cli",
+            "--reason", "via temporal CLI", "--request-id", "c1", "--digest", digest,
+            "--sign-only"], capture_output=True, text=True, timeout=30,
+            env={**os.environ, "HITL_REVIEWER_TOKEN": token_for("ops-cli")})
+        assert signed.returncode == 0, signed.stderr
+        assert "temporal workflow update execute" in signed.stderr
         result = await asyncio.to_thread(subprocess.run, [
             str(BIN / "temporal"), "workflow", "signal", "--address", address,
             "--namespace", client.namespace, "--workflow-id", request.decision_id,
-            "--name", "approve", "--input",
-            json.dumps({"reviewer": "ops-cli", "reason": "via temporal CLI", "request_id": "c1"}),
+            "--name", "approve", "--input", signed.stdout.strip(),
         ], capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
         state = await hitl.wait(request.decision_id, timeout=20)
@@ -356,7 +367,7 @@ async def test_duplicate_submit_attaches_and_conflict_is_refused(
         changed = request.model_copy(update={"confidence": 0.31})
         with pytest.raises(DecisionConflict):
             await hitl.submit(changed)
-        await hitl.reject(request.decision_id, RejectInput(reviewer="rita", reason="t"))
+        await reject(hitl, request.decision_id, RejectInput(reviewer="rita", reason="t"))
         await hitl.wait(request.decision_id, timeout=20)
         after = await hitl.submit(request)  # resubmitting a finished decision never reruns it
         assert after.attached and after.run_id == first.run_id
@@ -369,7 +380,7 @@ async def test_unknown_decision_is_a_clear_error(hitl_worker: WorkerFactory) -> 
         with pytest.raises(DecisionNotFound):
             await hitl.status(f"missing-{uuid.uuid4().hex}")
         with pytest.raises(DecisionNotFound):
-            await hitl.approve(f"missing-{uuid.uuid4().hex}", ApproveInput(reviewer="a"))
+            await approve(hitl, f"missing-{uuid.uuid4().hex}", ApproveInput(reviewer="a"))
 
 
 # ------------------------------------------------------------- authorization
@@ -382,14 +393,14 @@ async def test_four_eyes_needs_two_distinct_approvers(
             "type": "delete_account", "params": {"account_id": "a9"}, "reversible": False,
             "target_url": f"{server.url}/act"})
         await hitl.submit(request)
-        first = await hitl.approve(request.decision_id, ApproveInput(reviewer="alice"))
+        first = await approve(hitl, request.decision_id, ApproveInput(reviewer="alice"))
         assert first.accepted and "1 of 2" in first.message
         with pytest.raises(ReviewRefused, match="2 distinct approvers"):
-            await hitl.approve(request.decision_id, ApproveInput(reviewer="alice"))
+            await approve(hitl, request.decision_id, ApproveInput(reviewer="alice"))
         state = await hitl.status(request.decision_id)
         assert state.status is DecisionStatus.PENDING_REVIEW and target.counts == {}
         assert state.approved_by == ["alice"] and state.approvals_required == 2
-        second = await hitl.approve(request.decision_id, ApproveInput(reviewer="bob"))
+        second = await approve(hitl, request.decision_id, ApproveInput(reviewer="bob"))
         assert second.accepted and second.message == "approve accepted"
         final = await hitl.wait(request.decision_id, timeout=20)
     assert final.status is DecisionStatus.EXECUTED and final.approved_by == ["alice", "bob"]
@@ -401,8 +412,8 @@ async def test_one_rejection_vetoes_a_four_eyes_decision(hitl_worker: WorkerFact
         request = make_request(task_type="medical_triage", confidence=0.99,
                                action={"reversible": False})
         await hitl.submit(request)
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="alice"))
-        await hitl.reject(request.decision_id, RejectInput(reviewer="bob", reason="unsafe"))
+        await approve(hitl, request.decision_id, ApproveInput(reviewer="alice"))
+        await reject(hitl, request.decision_id, RejectInput(reviewer="bob", reason="unsafe"))
         final = await hitl.wait(request.decision_id, timeout=20)
     assert final.status is DecisionStatus.REJECTED and final.deliveries == []
 
@@ -417,16 +428,16 @@ async def test_reviewer_roles_and_unknown_reviewers_are_refused(
             "type": "adjust_price", "params": {"sku": "s", "new_price": 2}, "reversible": False})
         await hitl.submit(high)
         with pytest.raises(ReviewRefused, match="may not decide high-risk"):
-            await hitl.approve(high.decision_id, ApproveInput(reviewer="junior"))
+            await approve(hitl, high.decision_id, ApproveInput(reviewer="junior"))
         with pytest.raises(ReviewRefused, match="unknown reviewer"):
-            await hitl.reject(high.decision_id, RejectInput(reviewer="nobody", reason="x"))
+            await reject(hitl, high.decision_id, RejectInput(reviewer="nobody", reason="x"))
         state = await hitl.status(high.decision_id)
         assert state.status is DecisionStatus.PENDING_REVIEW
         assert [r.accepted for r in state.reviews] == [False, False]
-        await hitl.reject(high.decision_id, RejectInput(reviewer="rita", reason="no"))
+        await reject(hitl, high.decision_id, RejectInput(reviewer="rita", reason="no"))
         low = make_request(confidence=0.3, action={"reversible": False})
         await hitl.submit(low)
-        ack = await hitl.approve(low.decision_id, ApproveInput(reviewer="junior"))
+        ack = await approve(hitl, low.decision_id, ApproveInput(reviewer="junior"))
         assert ack.accepted
         assert (await hitl.wait(low.decision_id, timeout=20)).status is DecisionStatus.EXECUTED
         await hitl.wait(high.decision_id, timeout=20)
@@ -443,7 +454,7 @@ async def test_review_of_an_autonomous_decision_is_refused(hitl_worker: WorkerFa
     request = make_request(confidence=0.99)
     early = HitlClient(client, task_queue=task_queue)
     await early.submit(request)
-    await early.signal(request.decision_id, "reject", RejectInput(reviewer="rita", reason="x"))
+    await signal(early, request.decision_id, "reject", RejectInput(reviewer="rita", reason="x"))
     async with hitl_worker() as hitl:
         state = await hitl.wait(request.decision_id, timeout=20)
     assert state.zone is Zone.AUTO and state.status is DecisionStatus.EXECUTED
@@ -474,18 +485,18 @@ async def test_deciding_review_is_written_with_the_execution(
     async with hitl_worker() as hitl:
         await hitl.submit(request)
         with pytest.raises(ReviewRefused):  # the requester may not approve
-            await hitl.approve(request.decision_id, ApproveInput(reviewer="alice",
+            await approve(hitl, request.decision_id, ApproveInput(reviewer="alice",
                                                                  request_id="self"))
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="bob", request_id="b1"))
+        await approve(hitl, request.decision_id, ApproveInput(reviewer="bob", request_id="b1"))
         state = await hitl.wait(request.decision_id, timeout=20)
     assert state.status is DecisionStatus.EXECUTED
     assert await _activity_types(client, request.decision_id) == [
         "update_queue", "record_review", "execute_action"]
     reviews = {r.request_id: r for r in _rows(sqlite_engine, ReviewRow, request.decision_id)}
-    assert set(reviews) == {"self", "b1"} and reviews["b1"].accepted
-    assert not reviews["self"].accepted
+    assert set(reviews) == {"refused-1:self", "b1"} and reviews["b1"].accepted
+    assert not reviews["refused-1:self"].accepted
     [execution] = _rows(sqlite_engine, ExecutionRow, request.decision_id)
-    assert reviews["self"].seq < reviews["b1"].seq < execution.seq  # type: ignore[operator]
+    assert reviews["refused-1:self"].seq < reviews["b1"].seq < execution.seq  # type: ignore[operator]
     assert execution.prev_hash == reviews["b1"].record_hash
     assert target.counts == ({f"{request.decision_id}:execute": 1} if over_http else {})
 
@@ -504,7 +515,7 @@ async def test_refused_execution_keeps_its_approval_on_file_once(
                                    "target_url": f"{server.url}/act"})
     async with hitl_worker() as hitl:
         await hitl.submit(request)
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="bob", request_id="b1"))
+        await approve(hitl, request.decision_id, ApproveInput(reviewer="bob", request_id="b1"))
         state = await hitl.wait(request.decision_id, timeout=20)
     assert state.status is DecisionStatus.FAILED and state.failure
     assert "HTTP 422" in state.failure
@@ -528,22 +539,23 @@ async def test_a_gated_decision_carries_one_patch_marker_in_its_first_task(
         hitl_worker: WorkerFactory, client: Client) -> None:
     """Each ``workflow.patched`` ID a run asks for costs it a marker and a
     TemporalChangeVersion upsert; the three a gated decision once asked for came after
-    the approval, inside the wait it releases. FOLDED stands for all three, taken in the
-    first workflow task, and nothing patches the path from approval to action."""
-    from workflows.decision import FOLDED
+    the approval, inside the wait it releases. FOLDED_BOUND stands for them and for
+    BOUND (content-bound reviews), taken in the first workflow task, and nothing patches
+    the path from approval to action."""
+    from workflows.decision import FOLDED_BOUND
 
     request = make_request(task_type="price_adjustment", confidence=0.5,
                            action={"type": "adjust_price", "reversible": False,
                                    "params": {"sku": "s1", "new_price": 9.5}})
     async with hitl_worker() as hitl:
         await hitl.submit(request)
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="bob"))
+        await approve(hitl, request.decision_id, ApproveInput(reviewer="bob"))
         assert (await hitl.wait(request.decision_id, timeout=20)).status is (
             DecisionStatus.EXECUTED)
     history = await client.get_workflow_handle(request.decision_id).fetch_history()
     first_task = next(e.event_id for e in history.events
                       if e.HasField("workflow_task_completed_event_attributes"))
-    assert _patch_markers(history) == [(FOLDED, first_task)]
+    assert _patch_markers(history) == [(FOLDED_BOUND, first_task)]
     versions = [e.upsert_workflow_search_attributes_event_attributes
                 for e in history.events
                 if e.HasField("upsert_workflow_search_attributes_event_attributes")
@@ -554,28 +566,32 @@ async def test_a_gated_decision_carries_one_patch_marker_in_its_first_task(
 
 async def test_an_inactive_patch_leaves_the_old_markers_until_it_is_dropped(
         hitl_worker: WorkerFactory, client: Client) -> None:
-    """A rolling upgrade: a worker with ``HITL_INACTIVE_PATCHES=folded-2026-11`` starts a
-    gated decision the way the code before FOLDED did; after the upgrade completes (a
-    worker without the setting), the approval finishes it on that same path, and its
-    history holds only the markers an older worker knows."""
+    """A rolling upgrade: a worker with every new patch in ``HITL_INACTIVE_PATCHES``
+    starts a gated decision the way the code before FOLDED did; after the upgrade
+    completes (a worker without the setting), the approval reaches it, takes the bound
+    review path (BOUND is asked when the review arrives) and finishes it, and the history
+    replays."""
     from temporalio.worker import Replayer
 
     from hitl.connection import data_converter
     from worker.main import SANDBOX
-    from workflows.decision import FOLDED, FOLDED_PATCHES, DecisionWorkflow
+    from workflows.decision import BOUND, FOLDED, FOLDED_BOUND, DecisionWorkflow
 
     request = make_request(task_type="price_adjustment", confidence=0.5,
                            action={"type": "adjust_price", "reversible": False,
                                    "params": {"sku": "s1", "new_price": 9.5}})
-    async with hitl_worker(inactive_patches=FOLDED) as hitl:
+    async with hitl_worker(inactive_patches=f"{FOLDED_BOUND},{FOLDED},{BOUND}") as hitl:
         await hitl.submit(request)
         await _until(lambda: _pending(hitl, request.decision_id))
     async with hitl_worker() as hitl:
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="bob"))
+        await approve(hitl, request.decision_id, ApproveInput(reviewer="bob"))
         assert (await hitl.wait(request.decision_id, timeout=20)).status is (
             DecisionStatus.EXECUTED)
     history = await client.get_workflow_handle(request.decision_id).fetch_history()
-    assert sorted(patch for patch, _ in _patch_markers(history)) == sorted(FOLDED_PATCHES)
+    # The review reached it after the upgrade, so it was bound (BOUND, asked then); the
+    # finish took the one old patch a bound review path still asks for.
+    assert sorted(patch for patch, _ in _patch_markers(history)) == sorted(
+        [BOUND, "record-decision-local"])
     replayed = await Replayer(workflows=[DecisionWorkflow], data_converter=data_converter(),
                               workflow_runner=SANDBOX).replay_workflow(
         history, raise_on_replay_failure=False)
@@ -586,7 +602,7 @@ async def _pending(hitl: HitlClient, decision_id: str) -> bool:
     return (await hitl.status(decision_id)).status is DecisionStatus.PENDING_REVIEW
 
 
-@pytest.mark.parametrize("value", ["folded-2026-12", "folded-2026-11, nonsense"])
+@pytest.mark.parametrize("value", ["folded-2027-01", "folded-2026-11, nonsense"])
 async def test_an_unknown_inactive_patch_is_refused_before_the_worker_starts(
         value: str, hitl_worker: WorkerFactory) -> None:
     from hitl.errors import InputError

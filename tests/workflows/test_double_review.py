@@ -26,6 +26,7 @@ from hitl.store import ExecutionRow, ReviewRow
 from tests.conftest import WorkerFactory, register_reviewers, test_policy
 from tests.factories import make_request
 from tests.http_servers import LocalServer, Target
+from tests.reviewing import approve, reject, signal
 
 pytestmark = pytest.mark.timeout(60)
 BLIND = test_policy(review={"double_blind_rate": 1.0})
@@ -69,7 +70,7 @@ async def test_rate_zero_keeps_single_review(hitl_worker: WorkerFactory) -> None
     async with hitl_worker(policy=test_policy(review={"double_blind_rate": 0.0})) as hitl:
         request = _queued()
         await hitl.submit(request)
-        await hitl.reject(request.decision_id, RejectInput(reviewer="bob", reason="no"))
+        await reject(hitl, request.decision_id, RejectInput(reviewer="bob", reason="no"))
         final = await hitl.wait(request.decision_id, timeout=20)
     assert final.status is DecisionStatus.REJECTED and not final.blind_review
     assert final.approvals_required == 1 and not final.reviews[0].blind
@@ -127,11 +128,11 @@ async def test_a_blind_rejection_waits_for_the_second_verdict(
     async with hitl_worker(policy=BLIND) as hitl:
         request = _queued()
         await hitl.submit(request)
-        ack = await hitl.reject(request.decision_id, RejectInput(reviewer="bob", reason="no"))
+        ack = await reject(hitl, request.decision_id, RejectInput(reviewer="bob", reason="no"))
         assert ack.accepted and ack.status is DecisionStatus.PENDING_REVIEW
         state = await hitl.status(request.decision_id)
         assert state.status is DecisionStatus.PENDING_REVIEW and state.hidden_reviews == 1
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="alice", reason="ok"))
+        await approve(hitl, request.decision_id, ApproveInput(reviewer="alice", reason="ok"))
         final = await hitl.wait(request.decision_id, timeout=20)
     assert final.status is DecisionStatus.REJECTED and final.deliveries == []
     rows = _rows(sqlite_engine, ReviewRow, request.decision_id)
@@ -144,9 +145,9 @@ async def test_different_approved_outputs_fail_closed(hitl_worker: WorkerFactory
     async with hitl_worker(policy=BLIND) as hitl:
         request = _queued()
         await hitl.submit(request)
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="alice",
+        await approve(hitl, request.decision_id, ApproveInput(reviewer="alice",
                                                              output="technical"))
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="bob"))
+        await approve(hitl, request.decision_id, ApproveInput(reviewer="bob"))
         final = await hitl.wait(request.decision_id, timeout=20)
     assert final.status is DecisionStatus.REJECTED and final.deliveries == []
     assert "different outputs" in final.attempts[0].verdicts[-1]
@@ -156,12 +157,12 @@ async def test_one_reviewer_cannot_give_both_verdicts(hitl_worker: WorkerFactory
     async with hitl_worker(policy=BLIND) as hitl:
         request = _queued(context={"requested_by": "carol"})
         await hitl.submit(request)
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="alice"))
+        await approve(hitl, request.decision_id, ApproveInput(reviewer="alice"))
         with pytest.raises(ReviewRefused, match="already gave a verdict"):
-            await hitl.reject(request.decision_id, RejectInput(reviewer="alice", reason="x"))
+            await reject(hitl, request.decision_id, RejectInput(reviewer="alice", reason="x"))
         with pytest.raises(ReviewRefused, match="requested this decision"):
-            await hitl.approve(request.decision_id, ApproveInput(reviewer="carol"))
-        await hitl.approve(request.decision_id, ApproveInput(reviewer="bob"))
+            await approve(hitl, request.decision_id, ApproveInput(reviewer="carol"))
+        await approve(hitl, request.decision_id, ApproveInput(reviewer="bob"))
         final = await hitl.wait(request.decision_id, timeout=20)
     assert final.status is DecisionStatus.EXECUTED
     assert [(r.reviewer, r.accepted) for r in final.reviews] == [
@@ -183,9 +184,9 @@ async def test_kappa_and_alpha_come_from_the_blind_pairs(hitl_worker: WorkerFact
             await hitl.submit(request)
             for reviewer, verdict in zip(("alice", "bob"), pair, strict=True):
                 if verdict is Verdict.APPROVE:
-                    await hitl.approve(request.decision_id, ApproveInput(reviewer=reviewer))
+                    await approve(hitl, request.decision_id, ApproveInput(reviewer=reviewer))
                 else:
-                    await hitl.reject(request.decision_id, RejectInput(reviewer=reviewer))
+                    await reject(hitl, request.decision_id, RejectInput(reviewer=reviewer))
             await hitl.wait(request.decision_id, timeout=30)
 
         await asyncio.gather(*(review(pair) for pair in PAIRS))
@@ -208,7 +209,7 @@ async def test_a_lone_blind_rejection_blocks_provisional_and_rejects_at_the_dead
     async with hitl_worker(policy=BLIND, temporal=skipping_env.client) as hitl:
         request = _queued(action={"target_url": f"{server.url}/t"})
         await hitl.submit(request)
-        await hitl.signal(request.decision_id, "reject", RejectInput(reviewer="bob",
+        await signal(hitl, request.decision_id, "reject", RejectInput(reviewer="bob",
                                                                      reason="wrong"))
         await skipping_env.sleep(2 * 3600)  # past the 1h SLA: a reversible output would go out
         state = await hitl.status(request.decision_id)

@@ -21,6 +21,7 @@ from hitl.settings import Settings
 from hitl.store import AuditRow, DecisionRecord
 from tests.conftest import WorkerFactory, test_policy
 from tests.factories import make_request
+from tests.reviewing import reject
 from worker.main import running_worker
 
 pytestmark = pytest.mark.timeout(90)
@@ -67,7 +68,7 @@ async def test_an_activated_version_applies_to_new_decisions_within_the_refresh(
         # Same confidence, stricter bar: B routes it to a person.
         assert (state.policy_version, state.zone) == (version_b.full_version, Zone.QUEUE)
         assert state.rules is not None and state.rules.assessment.threshold == 0.90
-        await hitl.reject(second.decision_id, RejectInput(reviewer="rita", reason="cleanup"))
+        await reject(hitl, second.decision_id, RejectInput(reviewer="rita", reason="cleanup"))
         final = await hitl.wait(second.decision_id, timeout=20)
     assert final.status is DecisionStatus.REJECTED
     assert _record(sqlite_engine, first.decision_id).policy_version == version_a.full_version
@@ -126,7 +127,7 @@ async def test_a_backlog_relaxes_a_low_risk_bar_and_says_why(hitl_worker: Worker
             if held.zone is not None:
                 break
             await asyncio.sleep(0.05)
-        await hitl.reject(medium.decision_id, RejectInput(reviewer="rita", reason="cleanup"))
+        await reject(hitl, medium.decision_id, RejectInput(reviewer="rita", reason="cleanup"))
         await hitl.wait(medium.decision_id, timeout=20)
     # 0.77 is under the task type's 0.80: the backlog let it through at the floor 0.75.
     assert (low.zone, low.status) == (Zone.AUTO, DecisionStatus.EXECUTED)

@@ -40,6 +40,7 @@ from hitl.store import DecisionRecord
 from tests.conftest import WorkerFactory, register_reviewers
 from tests.hitl.test_cli import hitl
 from tests.hitl.test_recalibration import seed_reviews
+from tests.reviewing import approve
 from worker.main import SANDBOX
 from workflows.recalibration import RecalibrationWorkflow
 
@@ -118,10 +119,10 @@ async def test_a_change_beyond_bounds_waits_for_two_approvers_then_applies(
             "policy_change", RiskLevel.CRITICAL, Zone.ESCALATE)
         assert state.approvals_required == 2 and state.reversible is False
 
-        first = await hitl.approve(gate, ApproveInput(reviewer="alice", reason="stricter, ok"))
+        first = await approve(hitl, gate, ApproveInput(reviewer="alice", reason="stricter, ok"))
         assert first.message == "approval 1 of 2 recorded; another approver is needed"
         assert _active(sqlite_engine) is None  # one approver applies nothing
-        await hitl.approve(gate, ApproveInput(reviewer="bob", reason="agreed"))
+        await approve(hitl, gate, ApproveInput(reviewer="bob", reason="agreed"))
         result = await handle.result()
     # Deterministic: the whole gated run replays from its history.
     await Replayer(workflows=[RecalibrationWorkflow], data_converter=data_converter(),
@@ -157,7 +158,7 @@ async def test_a_rejected_gate_rejects_the_version_and_keeps_the_policy(
     async with hitl_worker() as hitl:
         handle = await _start(client, task_queue)
         gate = await _pending_gate(hitl, sqlite_engine)
-        await hitl.approve(gate, ApproveInput(reviewer="alice", reason="fine by me"))
+        await approve(hitl, gate, ApproveInput(reviewer="alice", reason="fine by me"))
         # The operator decides in the review app: the diff is the output, figures the context.
         app = create_app(hitl=hitl, engine=sqlite_engine)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

@@ -25,6 +25,7 @@ from hitl.store import DecisionRecord, ExecutionRow
 from tests.conftest import WorkerFactory
 from tests.factories import make_request
 from tests.http_servers import LocalServer, Target
+from tests.reviewing import approve, reject, signal
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,13 +135,13 @@ async def test_rejection_regenerates_and_the_new_output_runs_once(
         async with hitl_worker() as hitl:
             request = _request(server.url, action={"target_url": target_url})
             await hitl.submit(request)
-            ack = await hitl.reject(request.decision_id, RejectInput(
+            ack = await reject(hitl, request.decision_id, RejectInput(
                 reviewer="bob", reason="it is a technical ticket", correct_answer="technical",
                 error_category=ErrorCategory.WRONG_LABEL))
             assert ack.accepted
             await _status(hitl, request.decision_id, DecisionStatus.SCREENING)
             with pytest.raises(ReviewRefused, match="being regenerated"):
-                await hitl.approve(request.decision_id, ApproveInput(reviewer="alice"))
+                await approve(hitl, request.decision_id, ApproveInput(reviewer="alice"))
             final = await hitl.wait(request.decision_id, timeout=20)
     assert (final.status, final.zone, final.final_output) == (
         DecisionStatus.EXECUTED, Zone.AUTO, "technical")
@@ -176,7 +177,7 @@ async def test_repeated_rejections_stop_at_max_attempts(hitl_worker: WorkerFacto
             await hitl.submit(request)
             for attempt in range(3):
                 await _waiting(hitl, request.decision_id, attempt)
-                await hitl.reject(request.decision_id, RejectInput(
+                await reject(hitl, request.decision_id, RejectInput(
                     reviewer="bob", reason=f"wrong {attempt}", request_id=f"r{attempt}"))
             final = await hitl.wait(request.decision_id, timeout=20)
     assert final.status is DecisionStatus.REJECTED
@@ -210,7 +211,7 @@ async def test_a_failed_regeneration_ends_rejected(
         async with hitl_worker() as hitl:
             request = _request(url)
             await hitl.submit(request)
-            await hitl.reject(request.decision_id, RejectInput(reviewer="bob", reason="no"))
+            await reject(hitl, request.decision_id, RejectInput(reviewer="bob", reason="no"))
             final = await hitl.wait(request.decision_id, timeout=30)
     assert final.status is DecisionStatus.REJECTED
     assert final.outcome is not None and final.outcome.startswith("rejected: regeneration 1")
@@ -228,7 +229,7 @@ async def test_a_retried_regeneration_generates_once(hitl_worker: WorkerFactory)
         async with hitl_worker() as hitl:
             request = _request(server.url)
             await hitl.submit(request)
-            await hitl.reject(request.decision_id, RejectInput(reviewer="bob", reason="no"))
+            await reject(hitl, request.decision_id, RejectInput(reviewer="bob", reason="no"))
             final = await hitl.wait(request.decision_id, timeout=30)
     key = f"{request.decision_id}:regen:1"
     assert regenerator.keys == [key, key]
@@ -245,12 +246,12 @@ async def test_each_attempt_gets_its_own_sla(hitl_worker: WorkerFactory,
             await hitl.submit(request)
             await skipping_env.sleep(50 * 60)  # most of attempt 0's 1h SLA
             first = await hitl.status(request.decision_id)
-            await hitl.signal(request.decision_id, "reject", RejectInput(reviewer="bob"))
+            await signal(hitl, request.decision_id, "reject", RejectInput(reviewer="bob"))
             await _waiting(hitl, request.decision_id, 1)
             second = await hitl.status(request.decision_id)
             await skipping_env.sleep(30 * 60)  # past attempt 0's SLA, inside attempt 1's
             assert not (await hitl.status(request.decision_id)).overdue
-            await hitl.signal(request.decision_id, "reject", RejectInput(reviewer="bob"))
+            await signal(hitl, request.decision_id, "reject", RejectInput(reviewer="bob"))
             final = await hitl.wait(request.decision_id)
     assert first.sla_deadline is not None and second.sla_deadline is not None
     assert second.sla_deadline - first.sla_deadline >= timedelta(minutes=50)

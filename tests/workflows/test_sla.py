@@ -10,6 +10,7 @@ from hitl.review import ApproveInput, RejectInput
 from tests.conftest import WorkerFactory
 from tests.factories import make_request
 from tests.http_servers import LocalServer, Target
+from tests.reviewing import signal
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,7 +35,7 @@ async def test_reversible_goes_provisional_then_approval_confirms(
         assert (state.zone, state.status) == (Zone.QUEUE, DecisionStatus.PROVISIONAL)
         assert state.deliveries[0].may_be_revised and state.final_output == "billing"
         assert server.requests[-1]["may_be_revised"] is True
-        await hitl.signal(request.decision_id, "approve", ApproveInput(reviewer="alice"))
+        await signal(hitl, request.decision_id, "approve", ApproveInput(reviewer="alice"))
         final = await hitl.wait(request.decision_id)
     assert final.status is DecisionStatus.EXECUTED
     assert [d.phase for d in final.deliveries] == [ExecutionPhase.PROVISIONAL,
@@ -50,7 +51,7 @@ async def test_rejection_after_provisional_delivers_a_revision(
         request = make_request(confidence=0.5, action={"target_url": f"{server.url}/t"})
         await hitl.submit(request)
         await skipping_env.sleep(HOUR + MINUTE)
-        await hitl.signal(request.decision_id, "reject", RejectInput(
+        await signal(hitl, request.decision_id, "reject", RejectInput(
             reviewer="bob", reason="wrong label", correct_answer="technical"))
         final = await hitl.wait(request.decision_id)
     assert final.status is DecisionStatus.REVISED and final.final_output == "technical"
@@ -66,7 +67,7 @@ async def test_edit_after_provisional_delivers_a_revision(
         request = make_request(confidence=0.5)
         await hitl.submit(request)
         await skipping_env.sleep(HOUR + MINUTE)
-        await hitl.signal(request.decision_id, "approve",
+        await signal(hitl, request.decision_id, "approve",
                           ApproveInput(reviewer="alice", output="account"))
         final = await hitl.wait(request.decision_id)
     assert final.status is DecisionStatus.REVISED and final.final_output == "account"
@@ -101,8 +102,8 @@ async def test_overdue_irreversible_can_still_be_approved(
         await hitl.submit(request)
         await skipping_env.sleep(2 * HOUR)
         assert (await hitl.status(request.decision_id)).overdue
-        await hitl.signal(request.decision_id, "approve", ApproveInput(reviewer="alice"))
-        await hitl.signal(request.decision_id, "approve", ApproveInput(reviewer="bob"))
+        await signal(hitl, request.decision_id, "approve", ApproveInput(reviewer="alice"))
+        await signal(hitl, request.decision_id, "approve", ApproveInput(reviewer="bob"))
         final = await hitl.wait(request.decision_id)
     assert final.status is DecisionStatus.EXECUTED and final.approved_by == ["alice", "bob"]
     assert [d.phase for d in final.deliveries] == [ExecutionPhase.EXECUTE]
@@ -117,7 +118,7 @@ async def test_middle_band_responds_now_and_reviews_after(
         state = await hitl.status(request.decision_id)
         assert state.status is DecisionStatus.PROVISIONAL and state.routing is not None
         assert state.routing.sla_seconds == 0
-        await hitl.signal(request.decision_id, "approve", ApproveInput(reviewer="alice"))
+        await signal(hitl, request.decision_id, "approve", ApproveInput(reviewer="alice"))
         final = await hitl.wait(request.decision_id)
     assert final.status is DecisionStatus.EXECUTED
 

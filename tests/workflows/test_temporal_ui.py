@@ -35,6 +35,7 @@ from hitl.review import RejectInput
 from hitl.settings import Settings
 from tests.conftest import BIN
 from tests.factories import make_request
+from tests.reviewing import reject
 from worker.main import running_worker
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -215,5 +216,5 @@ async def test_ui_lists_decisions_filtered_by_zone(ui_env: tuple[WorkflowEnviron
             await page.screenshot(path=str(DETAIL if update else tmp_path / "detail.png"),
                                   full_page=True)
             await browser.close()
-        await hitl.reject(refund.decision_id, RejectInput(reviewer="rita", reason="test"))
+        await reject(hitl, refund.decision_id, RejectInput(reviewer="rita", reason="test"))
         await hitl.wait(refund.decision_id, timeout=20)

@@ -18,6 +18,7 @@ from hitl.review import RejectInput
 from hitl.review_queue import ReviewQueueRow, waiting_page
 from tests.conftest import WorkerFactory
 from tests.factories import make_request
+from tests.reviewing import reject
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -103,5 +104,5 @@ async def test_every_zone_is_searchable_and_readable(hitl_worker: WorkerFactory,
 
 async def _finish(hitl: HitlClient, *decision_ids: str) -> None:
     for decision_id in decision_ids:
-        await hitl.reject(decision_id, RejectInput(reviewer="rita", reason="cleanup"))
+        await reject(hitl, decision_id, RejectInput(reviewer="rita", reason="cleanup"))
         assert (await hitl.wait(decision_id, timeout=20)).status is DecisionStatus.REJECTED
