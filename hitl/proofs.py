@@ -80,7 +80,14 @@ def claim(review: ReviewInput, *, decision_id: str, verdict: Verdict,
 def sign(review: ReviewT, *, decision_id: str, verdict: Verdict, token: str,
          now: datetime | None = None, lifetime: timedelta = DEFAULT_LIFETIME) -> ReviewT:
     """``review`` with a proof made from ``token``, valid for ``lifetime``."""
-    private = signing_key(token)
+    return sign_with(signing_key(token), review, decision_id=decision_id, verdict=verdict,
+                     now=now, lifetime=lifetime)
+
+
+def sign_with(private: Ed25519PrivateKey, review: ReviewT, *, decision_id: str,
+              verdict: Verdict, now: datetime | None = None,
+              lifetime: timedelta = DEFAULT_LIFETIME) -> ReviewT:
+    """``sign`` with the key already derived (the API keeps it for a session)."""
     kid = key_id(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex())
     expires = ((now or datetime.now(UTC)) + lifetime).replace(microsecond=0)
     signature = private.sign(claim(review, decision_id=decision_id, verdict=verdict, key=kid,

@@ -624,10 +624,10 @@ class DecisionWorkflow:
             self._count(metrics.REVIEW_REFUSALS, verdict=record.verdict.value,
                         code=refused[0].value)
         self._details("review received")
-        if edited is not None and refused is None:
-            await self._publish()  # the queue and search attributes show the edit's risk
-        if kept:
+        if kept:  # before any await: a decisive review must reach the executor's write
             self._keep_written(record)
+        if edited is not None and refused is None and self._verdict is None:
+            await self._publish()  # the queue and search attributes show the edit's risk
         return ack
 
     async def _screen_edit(self, ballot: Ballot, edited: Content

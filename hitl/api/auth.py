@@ -1,9 +1,11 @@
 """Who is acting: a reviewer token (API) or a browser session (review page).
 
-Reviewer actions carry the authenticated reviewer's name to the workflow, which
-authorizes it (role, self-approval, four-eyes). So the only thing this module
-must get right is the name: it comes from a token checked against the
-registry's hashes, never from a request body.
+Reviewer actions reach the workflow signed with the reviewer's own key, derived
+from their token (``hitl.proofs``); the workflow verifies the proof and
+authorizes (role, self-approval, four-eyes). So this module must get the name
+and the key right: both come from a token checked against the registry's
+hashes, never from a request body. A session keeps the derived key in this
+process's memory only, and ends when the reviewer's token is rotated.
 
 - ``Authorization: Bearer <token>``: the token is hashed and looked up on every
   request; no CSRF check is needed, since browsers never attach it on their own.
@@ -22,10 +24,11 @@ import hmac
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
@@ -33,6 +36,7 @@ from sqlalchemy.engine import Engine
 from hitl.api.deps import Services, get_services
 from hitl.api.models import LoginBody, SessionInfo
 from hitl.enums import RiskLevel
+from hitl.proofs import signing_key
 from hitl.reviewers import Reviewer, authenticate, get_reviewer
 from hitl.store import session_scope
 
@@ -49,10 +53,11 @@ session_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False,
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated reviewer."""
+    """The authenticated reviewer, with the key their actions are signed with."""
 
     name: str
     risks: tuple[RiskLevel, ...]
+    key: Ed25519PrivateKey = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class WebSession:
     reviewer: str
     csrf_token: str
     expires_at: datetime
+    key: Ed25519PrivateKey = field(repr=False)
+    verify_key: str  # the registry's key when signed in: a rotation ends the session
 
 
 class SessionStore:
@@ -71,10 +78,12 @@ class SessionStore:
         self._sessions: dict[str, WebSession] = {}
         self._lock = threading.Lock()
 
-    def create(self, reviewer: str) -> tuple[str, WebSession]:
+    def create(self, reviewer: str, *, key: Ed25519PrivateKey,
+               verify_key: str) -> tuple[str, WebSession]:
         session_id = secrets.token_urlsafe(32)
         session = WebSession(reviewer=reviewer, csrf_token=secrets.token_urlsafe(32),
-                             expires_at=self._clock() + self._ttl)
+                             expires_at=self._clock() + self._ttl, key=key,
+                             verify_key=verify_key)
         with self._lock:
             now = self._clock()
             self._sessions = {k: v for k, v in self._sessions.items() if v.expires_at > now}
@@ -99,9 +108,9 @@ def _unauthorized(detail: str) -> HTTPException:
                          headers={"WWW-Authenticate": "Bearer"})
 
 
-def _principal(reviewer: Reviewer) -> Principal:
-    return Principal(name=reviewer.name, risks=tuple(sorted(reviewer.risk_levels,
-                                                             key=lambda r: r.rank)))
+def _principal(reviewer: Reviewer, key: Ed25519PrivateKey) -> Principal:
+    return Principal(name=reviewer.name, key=key,
+                     risks=tuple(sorted(reviewer.risk_levels, key=lambda r: r.rank)))
 
 
 def _by_token(engine: Engine, token: str) -> Reviewer | None:
@@ -112,7 +121,8 @@ def _by_token(engine: Engine, token: str) -> Reviewer | None:
 def _active(engine: Engine, name: str) -> Reviewer | None:
     with session_scope(engine) as session:
         reviewer = get_reviewer(session=session, name=name)
-    return reviewer if reviewer is not None and reviewer.active else None
+    return (reviewer if reviewer is not None and reviewer.active and not reviewer.expired()
+            else None)
 
 
 async def current_reviewer(
@@ -125,8 +135,8 @@ async def current_reviewer(
     if credentials is not None:
         reviewer = await asyncio.to_thread(_by_token, services.engine, credentials.credentials)
         if reviewer is None:
-            raise _unauthorized("invalid or disabled reviewer token")
-        return _principal(reviewer)
+            raise _unauthorized("invalid, disabled or expired reviewer token")
+        return _principal(reviewer, signing_key(credentials.credentials))
     # HTTPBearer reads "Bearer " with no token as no header at all; it is a wrong token,
     # refused like any other rather than passed over for the session cookie.
     scheme = request.headers.get("Authorization", "").strip().partition(" ")[0]
@@ -139,10 +149,11 @@ async def current_reviewer(
             request.headers.get(CSRF_HEADER, ""), session.csrf_token):
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"missing or wrong {CSRF_HEADER}")
     reviewer = await asyncio.to_thread(_active, services.engine, session.reviewer)
-    if reviewer is None:
+    if reviewer is None or reviewer.verify_key != session.verify_key:
         services.sessions.drop(session_id or "")
-        raise _unauthorized("reviewer disabled or removed; sign in again")
-    return _principal(reviewer)
+        raise _unauthorized("reviewer disabled, expired, removed or issued a new token; "
+                            "sign in again")
+    return _principal(reviewer, session.key)
 
 
 CurrentReviewer = Annotated[Principal, Depends(current_reviewer)]
@@ -164,13 +175,14 @@ async def sign_in(body: LoginBody, request: Request, response: Response,
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site sign-in refused")
     reviewer = await asyncio.to_thread(_by_token, services.engine, body.token)
-    if reviewer is None:
-        raise _unauthorized("invalid or disabled reviewer token")
-    session_id, session = services.sessions.create(reviewer.name)
+    if reviewer is None or reviewer.verify_key is None:
+        raise _unauthorized("invalid, disabled or expired reviewer token")
+    session_id, session = services.sessions.create(
+        reviewer.name, key=signing_key(body.token), verify_key=reviewer.verify_key)
     response.set_cookie(
         SESSION_COOKIE, session_id, max_age=int(SESSION_TTL.total_seconds()), path="/",
         httponly=True, samesite="strict", secure=request.url.scheme == "https")
-    return _info(_principal(reviewer), session)
+    return _info(_principal(reviewer, session.key), session)
 
 
 @router.get("", response_model=SessionInfo, responses={401: {}})

@@ -19,6 +19,11 @@ from hitl.state import DecisionState
 class ReviewBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    content_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="The digest of the content you reviewed (`content.sha256` of the review "
+                    "view). If the content up for approval has changed since, the answer is "
+                    "409 and nothing is recorded: reload and look again.")
     reason: str = Field(default="", max_length=5000)
     request_id: str | None = Field(
         default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$",
@@ -98,11 +103,29 @@ class SimilarDecision(BaseModel):
     reviewed_at: datetime
 
 
+class ReviewContent(BaseModel):
+    """The content up for approval now, and how it differs from the model's proposal."""
+
+    sha256: str = Field(description="Name it in `content_sha256` to approve or reject it.")
+    output: str
+    action: Action
+    edited_by: str | None = Field(description="The reviewer whose edit is up for approval; "
+                                              "null when it is the model's proposal.")
+    proposal_sha256: str
+    diff: list[str] = Field(description="Unified diff of the edit against the proposal "
+                                        "(output, then the action as JSON); empty if none.")
+    risk: RiskLevel | None = None
+    rule_failures: list[str] = Field(default_factory=list)
+
+
 class ReviewView(BaseModel):
     """Everything the review page shows for one decision."""
 
     state: DecisionState
-    request: DecisionRequest
+    request: DecisionRequest = Field(description="The request as submitted; after a "
+                                                 "regeneration or an edit, `content` is what "
+                                                 "is up for approval.")
+    content: ReviewContent
     similar: list[SimilarDecision]
 
 

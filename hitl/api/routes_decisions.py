@@ -3,8 +3,9 @@
 Submitting and reading a decision's state are service-facing and open: they
 grant nothing a Temporal client connection does not (keep the API on the same
 trusted network as the Temporal frontend, as docker-compose does). Everything a
-reviewer does needs a reviewer identity, because the workflow trusts the
-reviewer name it is given.
+reviewer does needs a reviewer identity: the action names the content the
+reviewer was shown and is signed here with the reviewer's key, and the workflow
+verifies both before it counts.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
 
-from hitl.api.auth import CurrentReviewer, current_reviewer
+from hitl import proofs
+from hitl.api.auth import CurrentReviewer, Principal, current_reviewer
 from hitl.api.deps import Services, get_services, strict_body
 from hitl.api.models import (
     ApproveBody,
@@ -27,12 +28,14 @@ from hitl.api.models import (
     FlagBody,
     RejectBody,
     ReviewBody,
+    ReviewContent,
     ReviewView,
 )
 from hitl.api.similar import similar_decisions
 from hitl.client import Submission
-from hitl.enums import Verdict
-from hitl.errors import REVIEW_REFUSED_TYPE, DecisionNotFound, ReviewRefused
+from hitl.content import Content, diff
+from hitl.enums import RefusalCode, Verdict
+from hitl.errors import REVIEW_REFUSED_TYPE, ReviewRefused
 from hitl.request import DecisionRequest
 from hitl.review import ApproveInput, RejectInput, ReviewAck
 from hitl.state import DecisionState
@@ -56,9 +59,11 @@ REVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: _problem("refused by the workflow (role, self-approval, four-eyes) or missing CSRF "
                   "token; the detail says which"),
     404: _problem("no decision with this ID"),
-    409: _problem("the decision is already decided or finished"),
+    409: _problem("the decision is already decided or finished, or the content up for "
+                  "approval is not the one named (reload and look again)"),
 }
 ACTION_RESPONSES = {**REVIEW_RESPONSES, 400: BAD_BODY}
+CONFLICTS = frozenset(code.value for code in RefusalCode if code.is_conflict)
 
 
 def _signed_in_then_strict(model: type[ReviewBody]) -> list[Any]:
@@ -98,28 +103,44 @@ async def review_view(decision_id: DecisionIdPath, reviewer: CurrentReviewer,
     """What the review page shows: state, the request, and similar past decisions."""
     state, request = await asyncio.gather(services.hitl.status(decision_id),
                                           _request_of(services, decision_id))
+    content = _content(state, request)
     similar = await asyncio.to_thread(
         similar_decisions, engine=services.engine, decision_id=decision_id,
-        task_type=request.task_type, confidence=request.confidence, output=request.output)
-    return ReviewView(state=state, request=request, similar=similar)
+        task_type=request.task_type, confidence=state.confidence, output=content.output)
+    return ReviewView(state=state, request=request, content=content, similar=similar)
+
+
+def _content(state: DecisionState, request: DecisionRequest) -> ReviewContent:
+    """What is up for approval: the edit, else the current attempt's proposal (the
+    request itself for a decision routed before content binding)."""
+    proposal = state.proposal or Content.of(request.output, request.action)
+    current = state.edit or proposal
+    return ReviewContent(sha256=current.sha256, output=current.output, action=current.action,
+                         edited_by=current.edited_by, proposal_sha256=proposal.sha256,
+                         diff=diff(proposal, current), risk=current.risk or state.risk,
+                         rule_failures=current.rule_failures)
 
 
 @router.post("/{decision_id}/approve", response_model=ReviewAck, responses=ACTION_RESPONSES,
              dependencies=_signed_in_then_strict(ApproveBody))
 async def approve(decision_id: DecisionIdPath, body: ApproveBody, reviewer: CurrentReviewer,
                   services: Deps) -> ReviewAck:
-    """Approve as proposed; the action runs once enough approvers agree."""
-    return await _act(services, decision_id, Verdict.APPROVE, _approval(reviewer.name, body))
+    """Approve the content named; the action runs once enough approvers approved it."""
+    return await _act(services, decision_id, reviewer, _approval(reviewer.name, body))
 
 
 @router.post("/{decision_id}/edit", response_model=ReviewAck, responses=ACTION_RESPONSES,
              dependencies=_signed_in_then_strict(EditBody))
 async def edit_and_approve(decision_id: DecisionIdPath, body: EditBody,
                            reviewer: CurrentReviewer, services: Deps) -> ReviewAck:
-    """Approve with an edited output and/or action, delivered instead of the model's."""
+    """Edit the content named (output and/or action) and approve the edit.
+
+    The edit is screened again (rules, risk, judge): its risk never falls below the
+    proposal's and sets how many approvers it needs, yours the first. Approvals of the
+    content it replaces do not carry over."""
     review = _approval(reviewer.name, body, output=body.output, action=body.action,
                        flag_for_monitoring=body.flag_for_monitoring)
-    return await _act(services, decision_id, Verdict.APPROVE, review)
+    return await _act(services, decision_id, reviewer, review)
 
 
 @router.post("/{decision_id}/flag", response_model=ReviewAck, responses=ACTION_RESPONSES,
@@ -128,7 +149,7 @@ async def let_through_flagged(decision_id: DecisionIdPath, body: FlagBody,
                               reviewer: CurrentReviewer, services: Deps) -> ReviewAck:
     """Let it through, but flag the decision for monitoring."""
     review = _approval(reviewer.name, body, flag_for_monitoring=True)
-    return await _act(services, decision_id, Verdict.APPROVE, review)
+    return await _act(services, decision_id, reviewer, review)
 
 
 @router.post("/{decision_id}/reject", response_model=ReviewAck, responses=ACTION_RESPONSES,
@@ -139,8 +160,9 @@ async def reject(decision_id: DecisionIdPath, body: RejectBody, reviewer: Curren
     review = RejectInput(
         reviewer=reviewer.name, reason=body.reason, correct_answer=body.correct_answer,
         error_category=body.error_category, time_on_page_seconds=body.time_on_page_seconds,
+        content_sha256=body.content_sha256,
         request_id=_scoped_request_id(reviewer.name, body.request_id))
-    return await _act(services, decision_id, Verdict.REJECT, review)
+    return await _act(services, decision_id, reviewer, review)
 
 
 # ------------------------------------------------------------------ helpers
@@ -148,6 +170,7 @@ async def reject(decision_id: DecisionIdPath, body: RejectBody, reviewer: Curren
 def _approval(reviewer: str, body: ReviewBody, **changes: Any) -> ApproveInput:
     return ApproveInput(reviewer=reviewer, reason=body.reason,
                         time_on_page_seconds=body.time_on_page_seconds,
+                        content_sha256=body.content_sha256,
                         request_id=_scoped_request_id(reviewer, body.request_id), **changes)
 
 
@@ -160,15 +183,22 @@ def _scoped_request_id(reviewer: str, request_id: str | None) -> str:
     return scoped
 
 
-async def _act(services: Services, decision_id: str, verdict: Verdict,
+async def _act(services: Services, decision_id: str, reviewer: Principal,
                review: ApproveInput | RejectInput) -> ReviewAck:
+    """Sign ``review`` with the reviewer's key and send it; a refusal is 409 when the
+    reviewer should reload and look again, else 403."""
     try:
         if isinstance(review, ApproveInput):
-            return await services.hitl.approve(decision_id, review)
-        return await services.hitl.reject(decision_id, review)
+            return await services.hitl.approve(decision_id, proofs.sign_with(
+                reviewer.key, review, decision_id=decision_id, verdict=Verdict.APPROVE))
+        return await services.hitl.reject(decision_id, proofs.sign_with(
+            reviewer.key, review, decision_id=decision_id, verdict=Verdict.REJECT))
     except ReviewRefused as exc:
-        code = (status.HTTP_409_CONFLICT if await _decided(services, decision_id, exc)
-                else status.HTTP_403_FORBIDDEN)
+        if exc.code is not None:
+            conflict = exc.code in CONFLICTS
+        else:  # a decision reviewed before refusal codes
+            conflict = await _decided(services, decision_id, exc)
+        code = status.HTTP_409_CONFLICT if conflict else status.HTTP_403_FORBIDDEN
         raise HTTPException(code, str(exc)) from exc
 
 
@@ -192,23 +222,10 @@ async def _decided(services: Services, decision_id: str, exc: ReviewRefused) -> 
 
 
 async def _request_of(services: Services, decision_id: str) -> DecisionRequest:
-    """The submitted request, read from the workflow's first history event."""
+    """The submitted request (cached: requests never change once submitted)."""
     cached = services.requests.get(decision_id)
     if cached is not None:
         return cached
-    temporal = services.hitl.temporal
-    handle = temporal.get_workflow_handle(decision_id)
-    try:
-        async for event in handle.fetch_history_events(page_size=1):
-            payloads = event.workflow_execution_started_event_attributes.input.payloads
-            [request] = await temporal.data_converter.decode(payloads, [DecisionRequest])
-            break
-        else:
-            raise DecisionNotFound(f"no decision with ID {decision_id}")
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise DecisionNotFound(f"no decision with ID {decision_id}") from exc
-        raise
-    assert isinstance(request, DecisionRequest)
+    request = await services.hitl.request(decision_id)
     services.remember(request)
     return request

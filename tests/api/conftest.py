@@ -38,6 +38,14 @@ class Api:
     def auth(self, reviewer: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[reviewer]}"}
 
+    async def digest(self, decision_id: str) -> str:
+        """The sha256 of the content up for approval now, as the review view shows it."""
+        return (await self.hitl.content(decision_id)).sha256
+
+    async def named(self, decision_id: str) -> dict[str, str]:
+        """The body field naming the content up for approval now."""
+        return {"content_sha256": await self.digest(decision_id)}
+
     async def submit(self, request: DecisionRequest) -> None:
         response = await self.http.post("/api/decisions", json=request.model_dump(mode="json"))
         assert response.status_code == 201, response.text

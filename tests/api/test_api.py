@@ -20,6 +20,7 @@ from temporalio.client import Client
 
 from hitl.api import create_app
 from hitl.client import HitlClient
+from hitl.content import content_sha256
 from hitl.enums import DecisionStatus
 from hitl.request import DecisionRequest
 from hitl.store import ReviewRow
@@ -102,7 +103,8 @@ async def test_submit_queue_approve_state_on_each_store(api_any_store: Api) -> N
     assert (item["status"], item["zone"], item["confidence"]) == ("pending_review", "queue", 0.3)
 
     approve = await api.http.post(f"/api/decisions/{request.decision_id}/approve",
-                                  json={"reason": "checked the ticket"}, headers=api.auth("ann"))
+                                  json={**await api.named(request.decision_id),
+                                        "reason": "checked the ticket"}, headers=api.auth("ann"))
     assert approve.status_code == 200 and approve.json()["accepted"] is True
     await api.hitl.wait(request.decision_id, timeout=20)
     state = (await api.http.get(f"/api/decisions/{request.decision_id}")).json()
@@ -142,7 +144,8 @@ async def test_submit_is_idempotent_and_names_bad_fields(api: Api) -> None:
     missing = await api.http.get(f"/api/decisions/missing-{uuid.uuid4().hex}")
     assert missing.status_code == 404
     await api.http.post(f"/api/decisions/{request.decision_id}/reject",
-                        json={"reason": "cleanup"}, headers=api.auth("ann"))
+                        json={**await api.named(request.decision_id),
+                              "reason": "cleanup"}, headers=api.auth("ann"))
 
 
 # ------------------------------------------------------------ authentication
@@ -160,12 +163,14 @@ async def test_reviewer_actions_need_a_valid_token(api: Api) -> None:
     assert (await api.http.get(f"/api/decisions/{request.decision_id}/review")
             ).status_code == 401
     # The reviewer is whoever holds the token: a body naming someone is refused outright.
-    spoof = await api.http.post(url, json={"reviewer": "ben"}, headers=api.auth("ann"))
+    named = await api.named(request.decision_id)
+    spoof = await api.http.post(url, json={**named, "reviewer": "ben"}, headers=api.auth("ann"))
     assert spoof.status_code == 422 and spoof.json()["detail"][0]["loc"] == ["body", "reviewer"]
     state = await api.hitl.status(request.decision_id)
     assert state.reviews == [] and state.status is DecisionStatus.PENDING_REVIEW
 
-    ack = await api.http.post(url, json={"reason": "looks right", "time_on_page_seconds": 4.2,
+    ack = await api.http.post(url, json={**named, "reason": "looks right",
+                                         "time_on_page_seconds": 4.2,
                                          "request_id": "r-1"}, headers=api.auth("ann"))
     assert ack.status_code == 200 and ack.json()["accepted"] is True
     final = await api.hitl.wait(request.decision_id, timeout=20)
@@ -176,9 +181,11 @@ async def test_reviewer_actions_need_a_valid_token(api: Api) -> None:
     assert review.request_id == "ann:r-1"  # scoped to the reviewer
 
     late = await api.http.post(f"/api/decisions/{request.decision_id}/reject",
-                               json={"reason": "too late"}, headers=api.auth("ben"))
+                               json={**await api.named(request.decision_id),
+                                     "reason": "too late"}, headers=api.auth("ben"))
     assert late.status_code == 409
-    gone = await api.http.post(f"/api/decisions/missing-{uuid.uuid4().hex}/approve", json={},
+    gone = await api.http.post(f"/api/decisions/missing-{uuid.uuid4().hex}/approve",
+                               json={"content_sha256": "0" * 64},
                                headers=api.auth("ann"))
     assert gone.status_code == 404
 
@@ -193,11 +200,11 @@ async def test_self_approval_and_wrong_role_are_403(api_any_store: Api) -> None:
     await api.waiting(own)
     await api.waiting(high)
 
-    refused = await api.http.post(f"/api/decisions/{own.decision_id}/approve", json={},
-                                  headers=api.auth("ann"))
+    refused = await api.http.post(f"/api/decisions/{own.decision_id}/approve",
+                                  json=await api.named(own.decision_id), headers=api.auth("ann"))
     assert refused.status_code == 403 and "cannot approve" in refused.json()["detail"]
-    junior = await api.http.post(f"/api/decisions/{high.decision_id}/approve", json={},
-                                 headers=api.auth("june"))
+    junior = await api.http.post(f"/api/decisions/{high.decision_id}/approve",
+                                 json=await api.named(high.decision_id), headers=api.auth("june"))
     assert junior.status_code == 403 and "may not decide high-risk" in junior.json()["detail"]
     for request in (own, high):
         state = await api.hitl.status(request.decision_id)
@@ -206,10 +213,11 @@ async def test_self_approval_and_wrong_role_are_403(api_any_store: Api) -> None:
 
     # A requester may still reject their own decision; a senior decides the high one.
     ok = await api.http.post(f"/api/decisions/{own.decision_id}/reject",
-                             json={"reason": "withdrawn"}, headers=api.auth("ann"))
+                             json={**await api.named(own.decision_id),
+                                   "reason": "withdrawn"}, headers=api.auth("ann"))
     assert ok.status_code == 200
-    ok = await api.http.post(f"/api/decisions/{high.decision_id}/approve", json={},
-                             headers=api.auth("ben"))
+    ok = await api.http.post(f"/api/decisions/{high.decision_id}/approve",
+                             json=await api.named(high.decision_id), headers=api.auth("ben"))
     assert ok.status_code == 200
     assert (await api.hitl.wait(high.decision_id, timeout=20)).approved_by == ["ben"]
     assert (await api.hitl.wait(own.decision_id, timeout=20)).status is DecisionStatus.REJECTED
@@ -226,16 +234,17 @@ async def test_four_eyes_same_reviewer_twice_is_403_then_second_executes(
     request = _critical()
     await api.waiting(request)
     url = f"/api/decisions/{request.decision_id}/approve"
-    first = await api.http.post(url, json={}, headers=api.auth("ann"))
+    named = await api.named(request.decision_id)
+    first = await api.http.post(url, json=named, headers=api.auth("ann"))
     assert first.status_code == 200 and "1 of 2" in first.json()["message"]
-    twice = await api.http.post(url, json={}, headers=api.auth("ann"))
+    twice = await api.http.post(url, json=named, headers=api.auth("ann"))
     assert twice.status_code == 403 and "2 distinct approvers" in twice.json()["detail"]
     assert (await api.hitl.status(request.decision_id)).status is DecisionStatus.PENDING_REVIEW
-    second = await api.http.post(url, json={}, headers=api.auth("ben"))
+    second = await api.http.post(url, json=named, headers=api.auth("ben"))
     assert second.status_code == 200 and second.json()["message"] == "approve accepted"
     final = await api.hitl.wait(request.decision_id, timeout=20)
     assert final.status is DecisionStatus.EXECUTED and final.approved_by == ["ann", "ben"]
-    assert (await api.http.post(url, json={}, headers=api.auth("june"))).status_code == 409
+    assert (await api.http.post(url, json=named, headers=api.auth("june"))).status_code == 409
     assert _stored(api.engine, request.decision_id) == [
         ("ann", "approve", True), ("ann", "approve", False), ("ben", "approve", True)]
 
@@ -248,8 +257,9 @@ async def test_decided_but_still_running_is_409_not_403(
                                                    "reversible": False})
     await api.waiting(request)
     url = f"/api/decisions/{request.decision_id}/approve"
-    assert (await api.http.post(url, json={}, headers=api.auth("ann"))).status_code == 200
-    late = await api.http.post(url, json={}, headers=api.auth("ben"))
+    named = await api.named(request.decision_id)
+    assert (await api.http.post(url, json=named, headers=api.auth("ann"))).status_code == 200
+    late = await api.http.post(url, json=named, headers=api.auth("ben"))
     assert late.status_code == 409 and "already decided" in late.json()["detail"]
     target.status = 200
     final = await api.hitl.wait(request.decision_id, timeout=20)
@@ -259,8 +269,9 @@ async def test_decided_but_still_running_is_409_not_403(
 async def test_concurrent_verdicts_one_wins_the_other_is_409(api: Api) -> None:
     request = make_request(confidence=0.3, action={"reversible": False})
     await api.waiting(request)
+    named = await api.named(request.decision_id)
     responses = await asyncio.gather(*(
-        api.http.post(f"/api/decisions/{request.decision_id}/{verb}", json={},
+        api.http.post(f"/api/decisions/{request.decision_id}/{verb}", json=named,
                       headers=api.auth(name)) for verb, name in (("approve", "ann"),
                                                                   ("reject", "ben"))))
     assert sorted(r.status_code for r in responses) == [200, 409]
@@ -282,7 +293,8 @@ async def test_verdict_taken_while_authorizing_is_409(
         created = await http.post("/api/decisions", json=request.model_dump(mode="json"))
         assert created.status_code == 201
         reviews = [asyncio.create_task(http.post(
-            f"/api/decisions/{request.decision_id}/{verb}", json={},
+            f"/api/decisions/{request.decision_id}/{verb}",
+            json={"content_sha256": content_sha256(request.output, request.action)},
             headers={"Authorization": f"Bearer {tokens[name]}"}))
             for verb, name in (("approve", "ann"), ("reject", "ben"))]
         await asyncio.sleep(0.5)  # both updates wait at the server for a worker
@@ -302,22 +314,27 @@ async def test_edit_flag_and_reject_carry_their_fields(api_any_store: Api) -> No
     for request in (edited, flagged, rejected):
         await api.waiting(request)
     nothing = await api.http.post(f"/api/decisions/{edited.decision_id}/edit",
-                                  json={"reason": "no change"}, headers=api.auth("ann"))
+                                  json={**await api.named(edited.decision_id),
+                                        "reason": "no change"}, headers=api.auth("ann"))
     assert nothing.status_code == 422
     edit = await api.http.post(f"/api/decisions/{edited.decision_id}/edit", headers=api.auth("ann"),
-                               json={"output": "technical", "action": {
+                               json={**await api.named(edited.decision_id),
+                                     "output": "technical", "action": {
                                    "type": "set_label", "params": {"label": "technical"}}})
     assert edit.status_code == 200
     flag = await api.http.post(f"/api/decisions/{flagged.decision_id}/flag",
-                               json={"reason": "borderline"}, headers=api.auth("ann"))
+                               json={**await api.named(flagged.decision_id),
+                                     "reason": "borderline"}, headers=api.auth("ann"))
     assert flag.status_code == 200
     reject = await api.http.post(f"/api/decisions/{rejected.decision_id}/reject",
                                  headers=api.auth("ben"), json={
+                                     **await api.named(rejected.decision_id),
                                      "reason": "wrong queue", "correct_answer": "technical",
                                      "error_category": "wrong_label"})
     assert reject.status_code == 200
     bad = await api.http.post(f"/api/decisions/{rejected.decision_id}/reject",
-                              json={"error_category": "vibes"}, headers=api.auth("ben"))
+                              json={**await api.named(rejected.decision_id),
+                                    "error_category": "vibes"}, headers=api.auth("ben"))
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == [
         "body", "error_category"]
 
@@ -347,6 +364,7 @@ async def test_review_view_has_request_and_similar_verdicts(api: Api) -> None:
         await api.waiting(request)
         body = ({"reason": "policy says partial", "correct_answer": "partial refund",
                  "error_category": "wrong_amount"} if verdict == "reject" else {})
+        body |= await api.named(request.decision_id)
         response = await api.http.post(f"/api/decisions/{request.decision_id}/{verdict}",
                                        json=body, headers=api.auth("ann"))
         assert response.status_code == 200
@@ -371,8 +389,8 @@ async def test_review_view_has_request_and_similar_verdicts(api: Api) -> None:
     assert similar[0]["error_category"] == "wrong_amount" and similar[0]["reviewers"] == ["ann"]
     assert (await api.http.get(f"/api/decisions/missing-{uuid.uuid4().hex}/review",
                                headers=api.auth("ben"))).status_code == 404
-    await api.http.post(f"/api/decisions/{current.decision_id}/reject", json={},
-                        headers=api.auth("ben"))
+    await api.http.post(f"/api/decisions/{current.decision_id}/reject",
+                        json=await api.named(current.decision_id), headers=api.auth("ben"))
 
 
 # ------------------------------------------------------------- browser session
@@ -395,12 +413,14 @@ async def test_session_cookie_and_csrf(api: Api) -> None:
     assert (await api.http.get("/api/session")).json()["csrf_token"] == csrf
     assert (await api.http.get("/api/queue")).status_code == 200  # reads need no CSRF token
 
-    no_csrf = await api.http.post(url, json={})
+    named = await api.named(request.decision_id)
+    no_csrf = await api.http.post(url, json=named)
     assert no_csrf.status_code == 403 and "X-CSRF-Token" in no_csrf.json()["detail"]
-    wrong = await api.http.post(url, json={}, headers={"X-CSRF-Token": "guess"})
+    wrong = await api.http.post(url, json=named, headers={"X-CSRF-Token": "guess"})
     assert wrong.status_code == 403
     assert (await api.hitl.status(request.decision_id)).reviews == []
-    ok = await api.http.post(url, json={"time_on_page_seconds": 3}, headers={"X-CSRF-Token": csrf})
+    ok = await api.http.post(url, json={**named, "time_on_page_seconds": 3},
+                             headers={"X-CSRF-Token": csrf})
     assert ok.status_code == 200
     assert (await api.hitl.wait(request.decision_id, timeout=20)).reviews[0].reviewer == "ann"
 

@@ -107,6 +107,7 @@ async def test_store_queue_filters_sorts_and_pages_through_the_api(
 
         for request in (batch_first, batch_second, provisional, overdue):
             response = await api.http.post(f"/api/decisions/{request.decision_id}/reject",
-                                           json={"reason": "cleanup"}, headers=headers)
+                                           json={**await api.named(request.decision_id),
+                                                 "reason": "cleanup"}, headers=headers)
             assert response.status_code == 200
             await api.hitl.wait(request.decision_id, timeout=20)

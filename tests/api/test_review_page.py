@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from hitl.api import create_app
 from hitl.api.server import serving
+from hitl.content import content_sha256
 from hitl.enums import DecisionStatus, ErrorCategory
 from hitl.request import DecisionRequest
 from tests.api.conftest import reviewer_tokens, until
@@ -58,8 +59,9 @@ async def _decide(http: httpx.AsyncClient, token: str, request: DecisionRequest,
                   body: dict[str, Any], hitl: Any) -> None:
     await http.post("/api/decisions", json=request.model_dump(mode="json"))
     await until(lambda: _waiting(hitl, request.decision_id))
-    response = await http.post(f"/api/decisions/{request.decision_id}/{verb}", json=body,
-                               headers={"Authorization": f"Bearer {token}"})
+    response = await http.post(f"/api/decisions/{request.decision_id}/{verb}", headers={
+        "Authorization": f"Bearer {token}"}, json={
+        **body, "content_sha256": content_sha256(request.output, request.action)})
     assert response.status_code == 200, response.text
 
 
@@ -168,7 +170,8 @@ async def test_review_with_the_keyboard_in_chromium(
                   f"time on page sent: {approved.reviews[0].time_on_page_seconds}s, "
                   f"{rejected.reviews[0].time_on_page_seconds}s; screenshot {shot}")
             for request in (big, provisional):  # leave nothing waiting in the shared server
-                await http.post(f"/api/decisions/{request.decision_id}/reject", json={},
+                await http.post(f"/api/decisions/{request.decision_id}/reject", json={
+                    "content_sha256": content_sha256(request.output, request.action)},
                                 headers={"Authorization": f"Bearer {tokens['ann']}"})
                 await hitl.wait(request.decision_id, timeout=20)
 

@@ -203,7 +203,7 @@ function fmtValue(value) {
 }
 
 function renderDecision() {
-  const { state: s, request: r, similar } = state.view;
+  const { state: s, request: r, content: c, similar } = state.view;
   const assessment = s.rules?.assessment;
   const overdue = s.overdue || (s.status === "pending_review" && s.sla_deadline
     && new Date(s.sla_deadline) < new Date());
@@ -229,14 +229,25 @@ function renderDecision() {
       h("div", { class: "figure" }, h("span", { class: "figure-label" }, "approvals"),
         h("span", { class: "figure-value" }, `${s.approved_by.length} / ${s.approvals_required}`))));
 
-  const action = r.action;
-  const output = card("Model output",
-    h("pre", { class: "output" }, r.output || "(empty)"),
+  // What is up for approval now: a reviewer's edit (shown as a diff against the model's
+  // proposal) or the proposal itself, after any regeneration. Approving names its digest.
+  const action = c.action;
+  const edited = c.edited_by ? h("div", { class: "edit-note" },
+    badge(`edited by ${c.edited_by}`, "warn"),
+    " Approving approves this edit, not the model's proposal. Changes:",
+    h("pre", { class: "diff" }, c.diff.map((line) => h("span", {
+      class: line.startsWith("+") && !line.startsWith("+++") ? "add"
+        : line.startsWith("-") && !line.startsWith("---") ? "del" : "" }, `${line}\n`)))) : null;
+  const output = card(c.edited_by ? "Edited output (up for approval)" : "Model output",
+    edited,
+    h("pre", { class: "output" }, c.output || "(empty)"),
     kv([["action", h("code", {}, action.type)],
       ["params", h("code", {}, JSON.stringify(action.params))],
       ["reversible", action.reversible ? "yes" : badge("no: runs once, cannot be undone", "danger")],
       action.target_url ? ["target", action.target_url] : null,
-      r.outcome ? ["outcome", r.outcome] : null]));
+      r.outcome ? ["outcome", r.outcome] : null,
+      c.rule_failures.length ? ["rules on this content", h("span", { class: "fail" }, c.rule_failures.join(", "))] : null,
+      ["content", h("code", { class: "digest", title: c.sha256 }, `sha256:${c.sha256.slice(0, 16)}`)]]));
 
   const why = [];
   for (const reason of s.routing?.reasons || []) why.push(h("li", {}, reason));
@@ -304,7 +315,7 @@ function openPanel(kind) {
   state.panel = kind;
   state.category = null;
   const panel = $("panel");
-  const r = state.view.request;
+  const r = state.view.content;
   let body;
   if (kind === "approve" || kind === "flag") {
     const what = r.action.reversible ? "" : " It is irreversible.";
@@ -353,7 +364,7 @@ async function submitPanel() {
   if (!kind || state.busy) return;
   const s = state.view.state;
   const common = { request_id: requestId(), time_on_page_seconds: Number(timeOnPage().toFixed(2)),
-    reason: $("p-reason")?.value.trim() || "" };
+    reason: $("p-reason")?.value.trim() || "", content_sha256: state.view.content.sha256 };
   let path = "approve";
   let body = common;
   if (kind === "flag") path = "flag";
@@ -364,7 +375,7 @@ async function submitPanel() {
       correct_answer: $("p-correct").value.trim() || null };
   } else if (kind === "edit") {
     path = "edit";
-    const original = state.view.request;
+    const original = state.view.content;
     body = { ...common };
     const output = $("p-output").value;
     if (output !== original.output) body.output = output;
@@ -382,7 +393,10 @@ async function submitPanel() {
     toast(`${s.decision_id}: ${ack.message}`, "ok");
     done(s.decision_id, ack);
   } catch (error) {
-    if (error.status === 409) { toast(`${s.decision_id}: ${error.message}`, "warn"); done(s.decision_id, null); }
+    if (error.status === 409 && /content up for approval changed/.test(error.message)) {
+      toast(`${s.decision_id}: it changed while you looked; reloaded, review it again`, "warn");
+      closePanel(); open(state.index);
+    } else if (error.status === 409) { toast(`${s.decision_id}: ${error.message}`, "warn"); done(s.decision_id, null); }
     else if (error.status !== 401) toast(`${s.decision_id}: ${error.message}`, "error");
   } finally { state.busy = false; }
 }
