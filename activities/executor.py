@@ -7,6 +7,8 @@ receives ``Idempotency-Key: <decision_id>:<phase>``; a crash after the target
 acted but before the row was written makes Temporal retry the POST with the
 same key, so the action is not repeated where the target honours the key. A
 target that ignores the key may see that one request twice: at-least-once.
+The request goes only where the outbound policy allows (``hitl.outbound``): a
+refused URL fails the decision (``OutboundRefused``, not retried), nothing sent.
 
 The review that authorised a delivery rides along (``ExecuteInput.reviews``) and
 is written first, so the audit chain holds the approval before the action it
@@ -23,11 +25,12 @@ import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.remote import Peer, post
 from activities.store import review_row
 from hitl import metrics
 from hitl.errors import EXECUTION_REJECTED_TYPE
+from hitl.outbound import DEFAULT_POLICY, OutboundClient, OutboundPolicy, Resolver, system_resolver
 from hitl.payloads import ExecuteInput, ExecutionResult, RecordReviewInput
 from hitl.settings import Settings
 from hitl.store import (
@@ -46,10 +49,21 @@ def _result(row: ExecutionRow, *, deduplicated: bool, data: ExecuteInput) -> Exe
     )
 
 
+# Redirects are not followed (a misconfigured target, or one pointing the worker
+# elsewhere); 4xx other than timeouts, conflicts and rate limits will not improve by
+# retrying.
+TARGET = Peer(name="action target", refused="action target refused the action",
+              refused_type=EXECUTION_REJECTED_TYPE, transient=frozenset({408, 409, 429}))
+
+
 class ExecutorActivities:
-    def __init__(self, *, engine: Engine, client: httpx.AsyncClient, settings: Settings) -> None:
+    """``outbound`` bounds where actions may be sent (``HITL_OUTBOUND_ALLOW_HOSTS``)."""
+
+    def __init__(self, *, engine: Engine, client: httpx.AsyncClient, settings: Settings,
+                 outbound: OutboundPolicy = DEFAULT_POLICY,
+                 resolver: Resolver = system_resolver) -> None:
         self._engine = engine
-        self._client = client
+        self._outbound = OutboundClient(client=client, policy=outbound, resolver=resolver)
         self._settings = settings
 
     def _reviews_then_find(self, data: ExecuteInput) -> ExecutionRow | None:
@@ -72,20 +86,13 @@ class ExecutorActivities:
             "action": data.action.model_dump(mode="json", exclude={"target_url"}),
             "output": data.output, "may_be_revised": data.may_be_revised,
         }
-        response = await self._client.post(
-            url, json=body, headers={"Idempotency-Key": data.idempotency_key},
-            timeout=self._settings.executor_timeout_seconds,
-        )
-        # Redirects are not followed (a misconfigured target); 4xx other than timeouts,
-        # conflicts and rate limits will not improve by retrying.
-        if 300 <= response.status_code < 500 and response.status_code not in (408, 409, 429):
-            raise ApplicationError(
-                f"action target refused {data.idempotency_key}: HTTP {response.status_code}",
-                type=EXECUTION_REJECTED_TYPE, non_retryable=True,
-            )
-        if response.status_code >= 300:
-            raise RuntimeError(f"action target answered HTTP {response.status_code}")
-        return response.status_code
+        # The body of the answer is not read: only its status matters.
+        async with post(self._outbound, TARGET, url, json=body,
+                        headers={"Idempotency-Key": data.idempotency_key},
+                        http_timeout=self._settings.executor_timeout_seconds,
+                        log={"decision_id": data.decision_id,
+                             "phase": data.phase.value}) as response:
+            return response.status_code
 
     @activity.defn(name="execute_action")
     async def execute_action(self, data: ExecuteInput) -> ExecutionResult:

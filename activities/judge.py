@@ -2,9 +2,10 @@
 
 The judge fails closed. Anything but a strict JSON verdict (extra or missing
 fields, prose, a body over the size limit) is a non-retryable
-``JudgeVerdictInvalid``; a 4xx is a non-retryable ``JudgeRejected``; 5xx and
-transport errors are retried by Temporal, and the workflow sends the decision
-to a person once the retries are spent. Untrusted text reaches the judge only
+``JudgeVerdictInvalid``; a 4xx is a non-retryable ``JudgeRejected``, a URL the
+outbound policy refuses (``hitl.outbound``) a non-retryable ``OutboundRefused``;
+5xx and transport errors are retried by Temporal, and the workflow sends the
+decision to a person once the retries are spent. Untrusted text reaches the judge only
 JSON-encoded inside a delimited block, so it cannot close the prompt.
 """
 
@@ -18,9 +19,11 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.remote import Peer, post
 from hitl.cascade import JudgeResult, JudgeVerdict
 from hitl.enums import LayerStatus
 from hitl.errors import JUDGE_REJECTED_TYPE, JUDGE_VERDICT_INVALID_TYPE
+from hitl.outbound import DEFAULT_POLICY, OutboundClient, OutboundPolicy, Resolver, system_resolver
 from hitl.payloads import JudgeInput
 from hitl.settings import Settings
 
@@ -33,6 +36,12 @@ SYSTEM_PROMPT = (
     "action and context. Answer with exactly one JSON object and nothing else: "
     '{"pass": true or false, "score": number between 0 and 1, "reasons": [short strings]}.'
 )
+
+
+# 3xx (redirects are not followed: a misconfigured URL) and 4xx other than timeouts
+# and rate limits will not improve by retrying.
+JUDGE = Peer(name="judge endpoint", refused="judge endpoint refused the request",
+             refused_type=JUDGE_REJECTED_TYPE, transient=frozenset({408, 429}))
 
 
 def chat_completions_url(base: str) -> str:
@@ -76,10 +85,13 @@ def parse_verdict(body: bytes) -> JudgeVerdict:
 
 
 class JudgeActivities:
-    """Holds the shared HTTP client and the judge's settings (and its key)."""
+    """Holds the shared HTTP client and the judge's settings (and its key). The judge
+    URL is the operator's, and still goes through the outbound policy like any other."""
 
-    def __init__(self, *, client: httpx.AsyncClient, settings: Settings) -> None:
-        self._client = client
+    def __init__(self, *, client: httpx.AsyncClient, settings: Settings,
+                 outbound: OutboundPolicy = DEFAULT_POLICY,
+                 resolver: Resolver = system_resolver) -> None:
+        self._outbound = OutboundClient(client=client, policy=outbound, resolver=resolver)
         self._settings = settings
 
     @property
@@ -101,20 +113,10 @@ class JudgeActivities:
             "response_format": {"type": "json_object"},
         }
         limit = settings.judge_max_response_bytes
-        async with self._client.stream(
-            "POST", chat_completions_url(settings.judge_url), json=payload, headers=headers,
-            timeout=settings.judge_timeout_seconds,
-        ) as response:
-            # 3xx (redirects are not followed: a misconfigured URL) and 4xx other than
-            # timeouts and rate limits will not improve by retrying.
-            if (300 <= response.status_code < 500
-                    and response.status_code not in (408, 429)):
-                raise ApplicationError(
-                    f"judge endpoint refused the request: HTTP {response.status_code}",
-                    type=JUDGE_REJECTED_TYPE, non_retryable=True,
-                )
-            if response.status_code >= 300:
-                raise RuntimeError(f"judge endpoint answered HTTP {response.status_code}")
+        async with post(self._outbound, JUDGE, chat_completions_url(settings.judge_url),
+                        json=payload, headers=headers,
+                        http_timeout=settings.judge_timeout_seconds,
+                        log={"decision_id": data.decision_id}) as response:
             body = bytearray()
             async for chunk in response.aiter_bytes():
                 body.extend(chunk)

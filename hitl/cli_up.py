@@ -24,6 +24,7 @@ from hitl.devserver import DevServer
 from hitl.enums import RiskLevel
 from hitl.errors import TemporalUnavailable
 from hitl.logs import configure_logging
+from hitl.outbound import OutboundPolicy
 from hitl.reviewers import add_reviewer, list_reviewers
 from hitl.settings import Settings
 from hitl.store import init_store, make_engine
@@ -68,7 +69,8 @@ async def _review_api(client: Client, settings: Settings, port: int,
     app = create_app(hitl=HitlClient(client, task_queue=settings.task_queue),
                      engine=make_engine(settings.resolved_database_url()),
                      codec_cors_origins=[*ui_origins,
-                                         *parse_origins(settings.codec_cors_origins)])
+                                         *parse_origins(settings.codec_cors_origins)],
+                     outbound=OutboundPolicy.from_setting(settings.outbound_allow_hosts))
     async with serving(app, host="127.0.0.1", port=port) as url:
         yield url
 

@@ -3,7 +3,8 @@
     HitlError
     ├── InputError                 bad input from a caller; the CLI exits with 2
     │   ├── PolicyError            a policy file that does not validate
-    │   └── ReviewRefused          a review the workflow will not accept
+    │   ├── ReviewRefused          a review the workflow will not accept
+    │   └── OutboundRefused        a URL the outbound policy will not send to
     ├── DecisionNotFound           no decision with that ID
     ├── DecisionConflict           same decision ID, different payload
     ├── DecisionClosed             the decision has already finished
@@ -22,6 +23,7 @@ JUDGE_REJECTED_TYPE = "JudgeRejected"
 JUDGE_VERDICT_INVALID_TYPE = "JudgeVerdictInvalid"
 EXECUTION_REJECTED_TYPE = "ExecutionRejected"
 REVIEW_REFUSED_TYPE = "ReviewRefused"
+OUTBOUND_REFUSED_TYPE = "OutboundRefused"
 
 
 class HitlError(Exception):
@@ -54,6 +56,16 @@ class ReviewRefused(InputError):
                  code: str | None = None) -> None:
         super().__init__(message, field=field)
         self.code = code
+
+
+class OutboundRefused(InputError):
+    """A URL the worker may not send to (``HITL_OUTBOUND_ALLOW_HOSTS``, or an address no
+    service lives at). ``host`` is the URL's host, ``reason`` why, naming it."""
+
+    def __init__(self, reason: str, *, host: str, field: str | None = None) -> None:
+        super().__init__(f"outbound request refused: {reason}", field=field)
+        self.host = host
+        self.reason = reason
 
 
 class DecisionNotFound(HitlError):

@@ -42,6 +42,14 @@ class Settings(BaseSettings):
 
     executor_timeout_seconds: float = 15.0
 
+    outbound_allow_hosts: str | None = Field(
+        default=None,
+        description="Comma-separated hosts the worker may POST to (action targets, the judge, "
+                    "regeneration endpoints): names (case-insensitive), *.suffix wildcards, IP "
+                    "addresses and CIDRs. Set, it is the whole list. Unset, any host but "
+                    "link-local, cloud metadata, unspecified, multicast and broadcast "
+                    "addresses (hitl.outbound).")
+
     policy_refresh_seconds: float = Field(
         default=10.0, gt=0, le=3600,
         description="How often workers re-read the active policy version, audit stats and "

@@ -1,8 +1,9 @@
-"""Real HTTP servers on 127.0.0.1 standing in for the judge and the action target."""
+"""Real HTTP servers on loopback standing in for the judge and the action target."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -13,13 +14,44 @@ from typing import Any
 Responder = Callable[[dict[str, Any]], tuple[int, bytes]]
 
 
-class LocalServer:
-    """A threaded HTTP server answering POSTs with ``responder(body)``."""
+class _CountingServer(ThreadingHTTPServer):
+    """Counts the connections it accepts (``get_request`` runs on the serving thread)."""
 
-    def __init__(self, responder: Responder) -> None:
+    daemon_threads = True
+    accepted = 0
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        pair = super().get_request()
+        self.accepted += 1
+        return pair
+
+    def drain_backlog(self) -> None:
+        """Accept (and count, and close) connections the kernel completed but the serving
+        loop had not picked up yet: a connection counts from its handshake, not its
+        request. Call once the serving loop has stopped."""
+        self.socket.setblocking(False)
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except BlockingIOError:
+                return
+            connection.close()
+            self.accepted += 1
+
+
+class LocalServer:
+    """A threaded HTTP server answering POSTs with ``responder(body)``.
+
+    ``host`` is a loopback address (127.0.0.2 stands for a host outside an allowlist
+    of 127.0.0.1). ``connections`` counts every connection accepted, including those
+    still in the listen backlog when the server stops: read it after the ``with``.
+    """
+
+    def __init__(self, responder: Responder, host: str = "127.0.0.1") -> None:
         self.responder = responder
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.response_headers: dict[str, str] = {}  # sent with every answer (a Location)
         self._lock = threading.Lock()
         self.current = threading.local()  # the headers of the request this thread serves
         outer = self
@@ -46,14 +78,15 @@ class LocalServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
+                for name, value in outer.response_headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
 
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _CountingServer((host, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
                                        daemon=True)
 
@@ -62,12 +95,17 @@ class LocalServer:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
+    @property
+    def connections(self) -> int:
+        return self.server.accepted
+
     def __enter__(self) -> LocalServer:
         self.thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.server.shutdown()
+        self.server.drain_backlog()
         self.server.server_close()
 
 

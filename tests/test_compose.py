@@ -34,6 +34,7 @@ ADMIN_TOOLS = ("temporal-schema", "temporal-register")
 HITL_VARIABLES = {
     "HITL_TEMPORAL_ADDRESS", "HITL_NAMESPACE", "HITL_DATABASE_URL", "HITL_DATA_DIR",
     "HITL_POLICY", "HITL_JUDGE_URL", "HITL_JUDGE_MODEL", "HITL_JUDGE_API_KEY",
+    "HITL_OUTBOUND_ALLOW_HOSTS",
 }
 DOCKER_COMPOSE = shutil.which("docker-compose")
 

@@ -38,6 +38,7 @@ from activities.rules import RulesActivities
 from activities.store import StoreActivities
 from hitl.connection import connect
 from hitl.errors import InputError
+from hitl.outbound import OutboundPolicy
 from hitl.policy import Policy, load_policy
 from hitl.policy_versions import PolicySource
 from hitl.settings import Settings
@@ -106,6 +107,18 @@ def patch_activation(settings: Settings) -> Callable[[PatchActivationInput], boo
     return activate
 
 
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """Where the worker may send (``HITL_OUTBOUND_ALLOW_HOSTS``), built once for every
+    activity that calls out. A judge URL the policy refuses is not an error (each
+    decision's judge layer fails and the decision goes to a person) but is logged now,
+    where the operator looks first."""
+    outbound = OutboundPolicy.from_setting(settings.outbound_allow_hosts)
+    if settings.judge_url and (refusal := outbound.refusal(settings.judge_url)) is not None:
+        log.warning("the judge URL is refused; every judged decision will go to a person",
+                    extra={"reason": refusal})
+    return outbound
+
+
 @asynccontextmanager
 async def running_worker(
     client: Client, settings: Settings, *, policy: Policy | None = None,
@@ -119,6 +132,7 @@ async def running_worker(
     """
     policy = policy or load_policy(settings.policy)
     activation = patch_activation(settings)  # a bad value fails before anything starts
+    outbound = outbound_policy(settings)
     if settings.workflow_sandbox == "strict":  # unsandboxed, nothing is re-imported
         await asyncio.to_thread(cache_bytecode, REIMPORTED)
     engine = engine or make_engine(settings.resolved_database_url())
@@ -131,13 +145,14 @@ async def running_worker(
                     extra={"file_policy": policy.full_version,
                            "policy": source.current().policy.full_version})
     async with httpx.AsyncClient(follow_redirects=False) as http, _refreshing(source):
-        judge = JudgeActivities(client=http, settings=settings)
+        judge = JudgeActivities(client=http, settings=settings, outbound=outbound)
         rules = RulesActivities(source=source, judge_configured=judge.configured)
-        executor = ExecutorActivities(engine=engine, client=http, settings=settings)
+        executor = ExecutorActivities(engine=engine, client=http, settings=settings,
+                                      outbound=outbound)
         store = StoreActivities(engine=engine)
         reviewers = ReviewerActivities(engine=engine,
                                        require_proofs=settings.verdict_proofs == "required")
-        regenerate = RegenerateActivities(client=http)
+        regenerate = RegenerateActivities(client=http, outbound=outbound)
         recalibration = RecalibrationActivities(engine=engine, policy=policy)
         with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as threads:
             worker = Worker(
@@ -162,6 +177,7 @@ async def running_worker(
                     "policy": source.current().policy.full_version,
                     "judge": "configured" if judge.configured else "skipped",
                     "verdict_proofs": settings.verdict_proofs,
+                    "outbound_allow_hosts": settings.outbound_allow_hosts or "(any but denied)",
                     "inactive_patches": settings.inactive_patches})
                 yield worker
 
@@ -181,6 +197,7 @@ async def _refreshing(source: PolicySource) -> AsyncIterator[None]:
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop`` is set)."""
     patch_activation(settings)  # a bad HITL_INACTIVE_PATCHES fails before connecting
+    OutboundPolicy.from_setting(settings.outbound_allow_hosts)  # and HITL_OUTBOUND_ALLOW_HOSTS
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

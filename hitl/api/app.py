@@ -35,6 +35,7 @@ from hitl.errors import (
     InputError,
     TemporalUnavailable,
 )
+from hitl.outbound import DEFAULT_POLICY, OutboundPolicy
 
 STATIC = Path(__file__).parent / "static"
 ALLOW_CANDIDATES = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -55,8 +56,12 @@ _STATUS_FOR: tuple[tuple[type[HitlError], int], ...] = (
 
 def create_app(*, hitl: HitlClient, engine: Engine, queue: QueueSource | None = None,
                sessions: auth.SessionStore | None = None,
-               codec_cors_origins: Sequence[str] = ()) -> FastAPI:
+               codec_cors_origins: Sequence[str] = (),
+               outbound: OutboundPolicy = DEFAULT_POLICY) -> FastAPI:
     """The app; ``queue`` defaults to the store's review_queue table (see ``hitl.api.queue``).
+
+    ``outbound`` is the worker's outbound policy (``HITL_OUTBOUND_ALLOW_HOSTS``): a
+    submitted URL it refuses without resolving is a 422 naming the field.
 
     When the client encrypts payloads (``HITL_CODEC_KEYS``), the app also serves the
     codec server at ``/codec`` for the Temporal UI, whose origins are ``codec_cors_origins``.
@@ -70,7 +75,7 @@ def create_app(*, hitl: HitlClient, engine: Engine, queue: QueueSource | None = 
     )
     app.state.services = Services(
         hitl=hitl, engine=engine, queue=queue or StoreQueue(engine),
-        sessions=sessions or auth.SessionStore())
+        sessions=sessions or auth.SessionStore(), outbound=outbound)
 
     @app.exception_handler(HitlError)
     async def _hitl_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from hitl.api.queue import QueueSource
 from hitl.client import HitlClient
+from hitl.outbound import DEFAULT_POLICY, OutboundPolicy
 from hitl.request import DecisionRequest
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ class Services:
     engine: Engine
     queue: QueueSource
     sessions: SessionStore
+    # The worker's outbound policy (same HITL_OUTBOUND_ALLOW_HOSTS), to refuse at submit.
+    outbound: OutboundPolicy = DEFAULT_POLICY
     # Requests never change once submitted: cache them for a reviewer paging back and forth.
     requests: dict[str, DecisionRequest] = field(default_factory=dict)
 
@@ -35,6 +38,18 @@ class Services:
         if len(self.requests) >= REQUEST_CACHE_SIZE:
             self.requests.pop(next(iter(self.requests)))
         self.requests[request.decision_id] = request
+
+    def check_outbound(self, request: DecisionRequest) -> None:
+        """A 422 naming the field for a URL the outbound policy refuses without resolving
+        its host (an address no service lives at, a host outside the allowlist). The
+        worker checks again, after resolving, and its check is the one that counts."""
+        urls = {("action", "target_url"): request.action.target_url,
+                ("regenerate", "url"): request.regenerate.url if request.regenerate else None}
+        errors = [{"type": "value_error", "loc": ("body", *loc), "msg": refusal, "input": url}
+                  for loc, url in urls.items()
+                  if url is not None and (refusal := self.outbound.refusal(url)) is not None]
+        if errors:
+            raise RequestValidationError(errors)
 
 
 def get_services(request: Request) -> Services:

@@ -80,6 +80,7 @@ def _signed_in_then_strict(model: type[ReviewBody]) -> list[Any]:
              dependencies=[strict_body(DecisionRequest)])
 async def submit(request: DecisionRequest, response: Response, services: Deps) -> Submission:
     """Submit a decision. Idempotent on ``decision_id``."""
+    services.check_outbound(request)
     submission = await services.hitl.submit(request)
     services.remember(request)
     response.headers["Location"] = f"/api/decisions/{request.decision_id}"

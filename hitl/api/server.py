@@ -15,6 +15,7 @@ from hitl.api.app import create_app
 from hitl.api.codec import parse_origins
 from hitl.client import HitlClient
 from hitl.errors import InputError
+from hitl.outbound import OutboundPolicy
 from hitl.settings import Settings
 from hitl.store import init_store, make_engine
 
@@ -84,12 +85,14 @@ async def run_server(settings: Settings, *, host: str, port: int,
                      on_ready: Callable[[str], None] = lambda url: None) -> None:
     """``hitl serve``: the API alone, against ``settings``; Ctrl-C/SIGTERM stop it.
     ``on_ready`` gets the URL once Temporal answered and the socket listens."""
+    outbound = OutboundPolicy.from_setting(settings.outbound_allow_hosts)  # bad: refused now
     sock = bind(host, port)
     hitl = await HitlClient.connect(settings)
     engine = make_engine(settings.resolved_database_url())
     init_store(engine)
     app = create_app(hitl=hitl, engine=engine,
-                     codec_cors_origins=parse_origins(settings.codec_cors_origins))
+                     codec_cors_origins=parse_origins(settings.codec_cors_origins),
+                     outbound=outbound)
     server = EmbeddedServer(_config(app))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # drain requests, then exit 0

@@ -13,7 +13,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.executor import ExecutorActivities
 from hitl.enums import ExecutionPhase
-from hitl.errors import EXECUTION_REJECTED_TYPE
+from hitl.errors import EXECUTION_REJECTED_TYPE, OUTBOUND_REFUSED_TYPE
+from hitl.outbound import DEFAULT_POLICY, OutboundPolicy
 from hitl.payloads import ExecuteInput, ExecutionResult
 from hitl.request import Action
 from hitl.settings import Settings
@@ -34,9 +35,10 @@ def execute_input(target_url: str | None = None, phase: ExecutionPhase = Executi
     return ExecuteInput(**{**data, **overrides})
 
 
-async def execute(engine: Engine, data: ExecuteInput) -> ExecutionResult:
-    async with httpx.AsyncClient() as client:
-        activities = ExecutorActivities(engine=engine, client=client,
+async def execute(engine: Engine, data: ExecuteInput,
+                  outbound: OutboundPolicy = DEFAULT_POLICY) -> ExecutionResult:
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        activities = ExecutorActivities(engine=engine, client=client, outbound=outbound,
                                         settings=Settings(executor_timeout_seconds=5))
         return await ActivityEnvironment().run(activities.execute_action, data)
 
@@ -44,6 +46,11 @@ async def execute(engine: Engine, data: ExecuteInput) -> ExecutionResult:
 def rows(engine: Engine, decision_id: str) -> list[ExecutionRow]:
     with session_scope(engine) as session:
         return executions_for(session=session, decision_id=decision_id)
+
+
+def logged_status(caplog: pytest.LogCaptureFixture) -> list[object]:
+    """The remote statuses the worker logged (where they go instead of decision state)."""
+    return [r.__dict__["status"] for r in caplog.records if "status" in r.__dict__]
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -103,7 +110,7 @@ async def test_http_posts_once_with_the_idempotency_key(
 
 
 async def test_http_4xx_is_rejected_for_good_and_not_recorded(
-        engine: Engine, target_server: TargetServer) -> None:
+        engine: Engine, target_server: TargetServer, caplog: pytest.LogCaptureFixture) -> None:
     server, target = target_server
     target.status = 400
     data = execute_input(server.url)
@@ -111,20 +118,24 @@ async def test_http_4xx_is_rejected_for_good_and_not_recorded(
         await execute(engine, data)
     assert caught.value.type == EXECUTION_REJECTED_TYPE
     assert caught.value.non_retryable
-    assert "HTTP 400" in str(caught.value)
+    # The failure reaches decision state, which anyone may read: it names the class of
+    # failure, never the target's status, which goes to the worker log only.
+    assert caught.value.message == "action target refused the action"
+    assert logged_status(caplog) == [400]
     assert rows(engine, data.decision_id) == []
     assert target.counts == {f"{data.decision_id}:execute": 1}
 
 
 async def test_http_5xx_is_retried_then_succeeds(
-        engine: Engine, target_server: TargetServer) -> None:
+        engine: Engine, target_server: TargetServer, caplog: pytest.LogCaptureFixture) -> None:
     server, target = target_server
     target.status = 503
     data = execute_input(server.url)
     key = f"{data.decision_id}:execute"
-    with pytest.raises(Exception, match="HTTP 503") as caught:
+    with pytest.raises(RuntimeError, match="^action target unavailable$") as caught:
         await execute(engine, data)
     assert is_retryable(caught.value)
+    assert logged_status(caplog) == [503]
     with session_scope(engine) as session:
         assert find_execution(session=session, decision_id=data.decision_id,
                               phase="execute") is None
@@ -140,12 +151,57 @@ async def test_http_5xx_is_retried_then_succeeds(
 
 @pytest.mark.parametrize("status", [408, 409, 429])
 async def test_http_transient_4xx_is_retried(
-        sqlite_engine: Engine, target_server: TargetServer, status: int) -> None:
+        sqlite_engine: Engine, target_server: TargetServer, status: int,
+        caplog: pytest.LogCaptureFixture) -> None:
     # Error mapping only: one store is enough.
     server, target = target_server
     target.status = status
     data = execute_input(server.url)
-    with pytest.raises(Exception, match=f"HTTP {status}") as caught:
+    with pytest.raises(RuntimeError, match="^action target unavailable$") as caught:
         await execute(sqlite_engine, data)
     assert is_retryable(caught.value)
+    assert logged_status(caplog) == [status]
     assert rows(sqlite_engine, data.decision_id) == []
+
+
+async def test_a_target_outside_the_allowlist_is_refused_and_sees_nothing(
+        sqlite_engine: Engine) -> None:
+    target = Target()
+    with LocalServer(target, host="127.0.0.2") as outside:
+        target.server = outside
+        data = execute_input(f"{outside.url}/act")
+        with pytest.raises(ApplicationError) as caught:
+            await execute(sqlite_engine, data, OutboundPolicy.from_setting("127.0.0.1"))
+    assert caught.value.type == OUTBOUND_REFUSED_TYPE
+    assert caught.value.non_retryable
+    assert caught.value.message == (
+        "host 127.0.0.2 is not in HITL_OUTBOUND_ALLOW_HOSTS")
+    assert outside.connections == 0 and target.counts == {}
+    assert rows(sqlite_engine, data.decision_id) == []
+
+
+async def test_a_target_inside_the_allowlist_runs(
+        sqlite_engine: Engine, target_server: TargetServer) -> None:
+    server, target = target_server
+    data = execute_input(f"{server.url}/act")
+    result = await execute(sqlite_engine, data, OutboundPolicy.from_setting("127.0.0.1"))
+    assert (result.executor, result.status_code) == ("http", 200)
+    assert target.counts == {f"{data.decision_id}:execute": 1}
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_is_refused_and_not_followed(
+        sqlite_engine: Engine, target_server: TargetServer, status: int) -> None:
+    server, target = target_server
+    elsewhere = Target()
+    with LocalServer(elsewhere) as other:
+        elsewhere.server = other
+        target.status = status
+        server.response_headers["Location"] = f"{other.url}/act"
+        data = execute_input(f"{server.url}/act")
+        with pytest.raises(ApplicationError) as caught:
+            await execute(sqlite_engine, data)
+    assert (caught.value.type, caught.value.non_retryable) == (EXECUTION_REJECTED_TYPE, True)
+    assert caught.value.message == "action target refused the action"
+    assert target.counts == {f"{data.decision_id}:execute": 1}
+    assert other.connections == 0

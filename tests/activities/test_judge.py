@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -13,7 +14,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.judge import JudgeActivities, chat_completions_url, parse_verdict
 from hitl.cascade import JudgeResult
 from hitl.enums import LayerStatus
-from hitl.errors import JUDGE_REJECTED_TYPE, JUDGE_VERDICT_INVALID_TYPE
+from hitl.errors import JUDGE_REJECTED_TYPE, JUDGE_VERDICT_INVALID_TYPE, OUTBOUND_REFUSED_TYPE
+from hitl.outbound import DEFAULT_POLICY, Address, OutboundPolicy, system_resolver
 from hitl.payloads import JudgeInput
 from hitl.settings import Settings
 from tests.http_servers import Judge, LocalServer, chat_completion
@@ -31,15 +33,28 @@ def judge_input(**overrides: Any) -> JudgeInput:
     return JudgeInput(**{**data, **overrides})
 
 
+def logged_status(caplog: pytest.LogCaptureFixture) -> list[object]:
+    """The remote statuses the worker logged (where they go instead of decision state)."""
+    return [r.__dict__["status"] for r in caplog.records if "status" in r.__dict__]
+
+
 def settings(url: str | None, **overrides: Any) -> Settings:
     return Settings(judge_url=url, judge_model="judge-test", judge_timeout_seconds=5,
                     **overrides)
 
 
+async def nowhere(host: str, port: int) -> list[Address]:
+    """For the ``MockTransport`` tests: the transport answers, nothing connects, so any
+    checked address will do (``judge.invalid`` would not resolve)."""
+    return [ipaddress.ip_address("127.0.0.1")]
+
+
 async def judge(config: Settings, data: JudgeInput | None = None,
-                transport: httpx.AsyncBaseTransport | None = None) -> JudgeResult:
+                transport: httpx.AsyncBaseTransport | None = None,
+                outbound: OutboundPolicy = DEFAULT_POLICY) -> JudgeResult:
     async with httpx.AsyncClient(transport=transport) as client:
-        activities = JudgeActivities(client=client, settings=config)
+        activities = JudgeActivities(client=client, settings=config, outbound=outbound,
+                                     resolver=nowhere if transport else system_resolver)
         return await ActivityEnvironment().run(activities.judge_decision, data or judge_input())
 
 
@@ -72,21 +87,46 @@ async def test_no_judge_url_is_skipped_never_passed(judge_server: JudgeServer) -
     assert server.requests == []
 
 
-async def test_server_error_is_retryable(judge_server: JudgeServer) -> None:
+async def test_server_error_is_retryable(judge_server: JudgeServer,
+                                         caplog: pytest.LogCaptureFixture) -> None:
     server, script = judge_server
     script.mode = "500"
-    with pytest.raises(Exception, match="HTTP 500") as caught:
+    # The reason reaches decision state: the status goes to the worker log only.
+    with pytest.raises(RuntimeError, match="^judge endpoint unavailable$"):
         await judge(settings(server.url))
-    assert not (isinstance(caught.value, ApplicationError) and caught.value.non_retryable)
+    assert logged_status(caplog) == [500]
 
 
-async def test_unauthorised_is_rejected_for_good(judge_server: JudgeServer) -> None:
+async def test_unauthorised_is_rejected_for_good(judge_server: JudgeServer,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
     server, script = judge_server
     script.mode = "401"
     with pytest.raises(ApplicationError) as caught:
         await judge(settings(server.url))
     assert caught.value.type == JUDGE_REJECTED_TYPE
     assert caught.value.non_retryable
+    assert caught.value.message == "judge endpoint refused the request"
+    assert logged_status(caplog) == [401]
+
+
+async def test_a_judge_outside_the_allowlist_is_refused_and_sees_nothing() -> None:
+    judge_script = Judge()
+    with LocalServer(judge_script, host="127.0.0.2") as outside:
+        with pytest.raises(ApplicationError) as caught:
+            await judge(settings(outside.url),
+                        outbound=OutboundPolicy.from_setting("127.0.0.1"))
+    assert caught.value.type == OUTBOUND_REFUSED_TYPE
+    assert caught.value.non_retryable
+    assert caught.value.message == (
+        "host 127.0.0.2 is not in HITL_OUTBOUND_ALLOW_HOSTS")
+    assert outside.connections == 0
+
+
+async def test_an_allowed_judge_still_answers(judge_server: JudgeServer) -> None:
+    server, _ = judge_server
+    result = await judge(settings(server.url), outbound=OutboundPolicy.from_setting("127.0.0.1"))
+    assert result.status is LayerStatus.PASSED
+    assert len(server.requests) == 1
 
 
 @pytest.mark.parametrize("mode", ["garbage", "prose", "extra_field", "missing_field",
@@ -160,25 +200,32 @@ async def test_client_errors_are_not_retried(status: int) -> None:
 
 
 @pytest.mark.parametrize("status", [408, 429, 502, 503])
-async def test_transient_answers_are_retried(status: int) -> None:
-    with pytest.raises(Exception, match=f"HTTP {status}") as caught:
+async def test_transient_answers_are_retried(status: int,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(RuntimeError, match="^judge endpoint unavailable$"):
         await judge(settings("http://judge.invalid/v1"), transport=answering(status))
-    assert not (isinstance(caught.value, ApplicationError) and caught.value.non_retryable)
+    assert logged_status(caplog) == [status]
 
 
-async def test_transport_errors_are_retried() -> None:
+async def test_transport_errors_are_retried(caplog: pytest.LogCaptureFixture) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    with pytest.raises(httpx.ConnectError):
+    # Retryable (not an ApplicationError), and no cause: the transport's own text would
+    # reach decision state through the workflow's innermost-cause reason.
+    with pytest.raises(RuntimeError, match="^judge endpoint unavailable$") as caught:
         await judge(settings("http://judge.invalid/v1"), transport=httpx.MockTransport(refuse))
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert [r.__dict__["error"] for r in caplog.records if "error" in r.__dict__] == [
+        "ConnectError"]
 
 
 async def test_base_url_gets_the_chat_completions_path() -> None:
     seen: list[str] = []
 
     def record(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
+        # The request goes to the checked address, under the URL's name.
+        seen.append(str(request.url.copy_with(host=request.headers["host"])))
         return httpx.Response(200, content=chat_completion(
             '{"pass": true, "score": 1, "reasons": []}'))
 

@@ -140,6 +140,16 @@ async def test_worker_refuses_an_unknown_inactive_patch_before_connecting(
     assert not (tmp_path / "hitl.db").exists()  # nothing started, nothing written
 
 
+async def test_worker_refuses_a_bad_outbound_allowlist_before_connecting(
+        tmp_path: Path) -> None:
+    code, out, err = await hitl("worker", env={
+        "HITL_TEMPORAL_ADDRESS": "127.0.0.1:1", "HITL_DATA_DIR": str(tmp_path),
+        "HITL_OUTBOUND_ALLOW_HOSTS": "hooks.internal,*"})
+    assert code == 2 and out == "" and err.strip().count("\n") == 0, err
+    assert "HITL_OUTBOUND_ALLOW_HOSTS: '*' is not a host name" in err
+    assert not (tmp_path / "hitl.db").exists()  # nothing started, nothing written
+
+
 async def test_policy_check(tmp_path: Path) -> None:
     code, out, _ = await hitl("policy", env={})
     assert code == 0 and out.startswith("ok\tdefault-1+")

@@ -44,10 +44,13 @@ SLOW = 3.0  # the slow judge answers after this long, well past the timeout
 
 # fault -> (judge calls expected: 3 when retrying can help, 1 when it cannot;
 #           words the recorded reason must contain, any of). The workflow records the
-#           innermost cause, so a parse failure reads as the parser's own error.
+#           innermost cause, so a parse failure reads as the parser's own error; a
+#           transport failure or a status reads as the class alone (the worker log has
+#           the detail), since decision state is readable by anyone.
 NOT_A_COMPLETION = ("not a chat completion",)
+UNAVAILABLE = ("judge endpoint unavailable",)
 FAULTS: dict[str, tuple[int, tuple[str, ...]]] = {
-    "slow": (3, ("timeout", "timed out")),
+    "slow": (3, UNAVAILABLE),
     "oversized": (1, ("exceeds",)),
     "missing_field": (1, ("score",)),
     "verdict_array": (1, ("not a json object",)),
@@ -56,8 +59,8 @@ FAULTS: dict[str, tuple[int, tuple[str, ...]]] = {
     "score_out_of_range": (1, ("score",)),
     "empty_body": (1, (*NOT_A_COMPLETION, "JSONDecodeError")),
     "no_choices": (1, (*NOT_A_COMPLETION, "IndexError")),
-    "hangup": (3, ("disconnected",)),
-    "429": (3, ("429",)),
+    "hangup": (3, UNAVAILABLE),
+    "429": (3, UNAVAILABLE),
 }
 
 
