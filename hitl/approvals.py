@@ -262,8 +262,7 @@ def take(state: DecisionState, book: ReviewBook, record: ReviewRecord, ballot: B
     if state.blind_review:
         return _take_blind(state, book, record, ballot)
     content = current_content(state)
-    assert content is not None  # refusal() checked it
-    record.content_sha256 = content.sha256
+    assert content is not None  # refusal() checked it names this content
     if record.verdict is Verdict.REJECT:
         book.verdict = record
         return "reject accepted"
@@ -298,7 +297,6 @@ def _take_blind(state: DecisionState, book: ReviewBook, record: ReviewRecord,
     """Collect a blind verdict; decide once every required reviewer gave one."""
     proposal = state.proposal
     assert proposal is not None
-    record.content_sha256 = proposal.sha256
     if ballot.verdict is Verdict.APPROVE:
         state.approved_by.append(record.reviewer)
         edit = ballot.edit

@@ -24,6 +24,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 
+from hitl import proofs
 from hitl import search_attributes as sa
 from hitl.bench.harness import BenchError, Harness
 from hitl.bench.load import (
@@ -35,7 +36,8 @@ from hitl.bench.load import (
 )
 from hitl.bench.scenarios import REVIEWER, auto_request, gate_request
 from hitl.client import MEMO_DIGEST
-from hitl.enums import DecisionStatus, Zone
+from hitl.content import content_sha256
+from hitl.enums import DecisionStatus, Verdict, Zone
 from hitl.request import DecisionRequest
 from hitl.review import ApproveInput
 
@@ -242,6 +244,15 @@ async def _at_rest(h: Harness, workflow_ids: Sequence[str]) -> bool:
     return True
 
 
+def signed_approval(h: Harness, request: DecisionRequest, *, reason: str,
+                    request_id: str) -> ApproveInput:
+    """The bench reviewer's approval of ``request``'s proposal, signed with their token."""
+    review = ApproveInput(reviewer=REVIEWER, reason=reason, request_id=request_id,
+                          content_sha256=content_sha256(request.output, request.action))
+    return proofs.sign(review, decision_id=request.decision_id, verdict=Verdict.APPROVE,
+                       token=h.reviewer_token)
+
+
 async def gate(h: Harness, config: BenchConfig, tag: str) -> dict[str, Any]:
     """Approve-signal to executed, for decisions already waiting at the gate."""
     count = config.gate_decisions
@@ -258,9 +269,12 @@ async def gate(h: Harness, config: BenchConfig, tag: str) -> dict[str, Any]:
                 what="bare and floor workflows waiting")
 
     async def approve(request: DecisionRequest) -> float:
+        # Named and signed as a reviewer's client does, before the clock starts: the
+        # gate's figure is the workflow's (verification included), not the client's.
+        review = signed_approval(h, request, reason="bench",
+                                 request_id=f"approve-{request.decision_id}")
         started = time.perf_counter()
-        await h.hitl.signal(request.decision_id, "approve", ApproveInput(
-            reviewer=REVIEWER, reason="bench", request_id=f"approve-{request.decision_id}"))
+        await h.hitl.signal(request.decision_id, "approve", review)
         state = await h.hitl.wait(request.decision_id)
         elapsed = time.perf_counter() - started
         if state.status is not DecisionStatus.EXECUTED:

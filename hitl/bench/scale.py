@@ -30,10 +30,9 @@ from temporalio.service import RPCError
 from hitl.bench.harness import BenchError, Harness
 from hitl.bench.load import Progress, closed_loop, latency_summary_ms, until
 from hitl.bench.machine import ProcUsage
-from hitl.bench.runner import PENDING_QUERY, BenchConfig, counted, submit_all
-from hitl.bench.scenarios import REVIEWER, gate_request
+from hitl.bench.runner import PENDING_QUERY, BenchConfig, counted, signed_approval, submit_all
+from hitl.bench.scenarios import gate_request
 from hitl.request import DecisionRequest
-from hitl.review import ApproveInput
 
 QUEUE_PAGE = 50
 QUEUE_BUDGET = 20.0  # seconds of queue sampling per pending level, at most
@@ -84,9 +83,10 @@ async def pending(h: Harness, config: BenchConfig, tag: str) -> dict[str, Any]:
     started = time.perf_counter()
 
     async def approve(request: DecisionRequest) -> float:
+        review = signed_approval(h, request, reason="bench bulk",
+                                 request_id=f"bulk-{request.decision_id}")
         began = time.perf_counter()
-        await h.hitl.signal(request.decision_id, "approve", ApproveInput(
-            reviewer=REVIEWER, reason="bench bulk", request_id=f"bulk-{request.decision_id}"))
+        await h.hitl.signal(request.decision_id, "approve", review)
         return time.perf_counter() - began
 
     signals = await closed_loop(requests, approve, concurrency=config.concurrency,
