@@ -7,11 +7,11 @@ finding, passed or not, so reviewers see which rule fired and why.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from hitl.amounts import read_amounts
 from hitl.cascade import RuleFinding
 from hitl.policy import Policy, RulesConfig
 from hitl.request import DecisionRequest
@@ -88,21 +88,20 @@ def _snippet(text: str, match: re.Match[str]) -> str:
     return text[start : start + _SNIPPET].replace("\n", " ")
 
 
-def _amounts(request: DecisionRequest) -> Iterator[tuple[str, float]]:
-    yield "context.amount", request.context.amount
-    amount = request.action.params.get("amount")
-    if isinstance(amount, str):
-        try:
-            amount = float(amount)
-        except ValueError:
-            yield "action.params.amount", math.nan  # not a number: fails the limit check
-            return
-    if isinstance(amount, int | float) and not isinstance(amount, bool):
-        try:
-            value = float(amount)
-        except OverflowError:  # an integer beyond float range is over any limit
-            value = math.inf
-        yield "action.params.amount", value
+def _amount_limit(request: DecisionRequest, policy: Policy) -> RuleFinding:
+    """The largest amount at the policy's amount paths within the cap; a negative
+    amount, or one that is not a number, fails whatever the cap."""
+    caps = policy.rules.max_amount
+    limit = caps.get(request.task_type, caps.get(request.action.type, caps.get("*")))
+    amounts = read_amounts(request, policy)
+    problems = [a.describe() for a in amounts.invalid[:3]]
+    if len(amounts.invalid) > 3:
+        problems.append(f"{len(amounts.invalid) - 3} more amounts that are not numbers")
+    problems += [f"negative amount {a.describe()}" for a in amounts.negative[:3]]
+    largest = amounts.largest
+    if limit is not None and largest is not None and (largest.value or 0.0) > limit:
+        problems.append(f"largest amount {largest.describe()} > limit {limit:g}")
+    return RuleFinding(rule="amount_limit", passed=not problems, detail="; ".join(problems))
 
 
 def check_rules(request: DecisionRequest, policy: Policy) -> list[RuleFinding]:
@@ -119,16 +118,7 @@ def check_rules(request: DecisionRequest, policy: Policy) -> list[RuleFinding]:
         detail=f"action {request.action.type} is missing params {missing}" if missing else "",
     ))
 
-    limit = config.max_amount.get(request.task_type, config.max_amount.get(
-        request.action.type, config.max_amount.get("*")))
-    over = [f"{where}={value:g}" for where, value in _amounts(request)
-            if not math.isfinite(value) or value < 0 or (limit is not None and value > limit)]
-    findings.append(RuleFinding(
-        rule="amount_limit",
-        passed=not over,
-        detail=f"{', '.join(over)} outside [0, {limit:g}]" if over and limit is not None
-        else (f"negative amount {', '.join(over)}" if over else ""),
-    ))
+    findings.append(_amount_limit(request, policy))
 
     too_long = len(request.output) > config.max_output_chars
     findings.append(RuleFinding(
