@@ -34,6 +34,7 @@ from hitl.durations import parse_duration
 from hitl.enums import LayerStatus, RiskLevel, Zone
 from hitl.errors import PolicyError
 from hitl.request import DecisionRequest
+from hitl.textfold import fold
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 # A year bounds every deadline: far beyond any review SLA, and well inside what a
@@ -162,11 +163,23 @@ class RespondNowConfig(_Strict):
 
 
 class RulesConfig(_Strict):
+    """Banned terms and injection patterns match text folded by ``hitl.textfold``
+    (lower case, single spaces, look-alikes as Latin letters): write patterns for it."""
+
     max_output_chars: int = Field(default=20_000, gt=0)
     banned_terms: list[str] = Field(default_factory=list)
     injection_patterns: list[str] = Field(default_factory=list)
     max_amount: dict[str, Amount] = Field(default_factory=dict)
     required_params: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("banned_terms")
+    @classmethod
+    def _terms_fold_to_words(cls, value: list[str]) -> list[str]:
+        for index, term in enumerate(value):
+            if not fold(term):
+                raise ValueError(f"banned_terms[{index}] is blank once folded "
+                                 "(hitl.textfold): it would match everywhere")
+        return value
 
     @field_validator("injection_patterns")
     @classmethod
