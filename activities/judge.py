@@ -1,11 +1,12 @@
 """LLM-as-judge: a second model grades the output over any OpenAI-compatible API.
 
-The judge fails closed. Anything but a strict JSON verdict (extra or missing
-fields, prose, a body over the size limit) is a non-retryable
-``JudgeVerdictInvalid``; a 4xx is a non-retryable ``JudgeRejected``, a URL the
-outbound policy refuses (``hitl.outbound``) a non-retryable ``OutboundRefused``;
-5xx and transport errors are retried by Temporal, and the workflow sends the
-decision to a person once the retries are spent. Untrusted text reaches the judge only
+The judge fails closed. Anything but a strict JSON verdict (extra, missing or
+repeated fields, an alias such as ``passed``, prose, a body over the size limit)
+is a non-retryable ``JudgeVerdictInvalid``; a 4xx is a non-retryable
+``JudgeRejected``, a URL the outbound policy refuses (``hitl.outbound``) a
+non-retryable ``OutboundRefused``; 5xx and transport errors are retried by
+Temporal, and the workflow sends the decision to a person once the retries are
+spent. Untrusted text reaches the judge only
 JSON-encoded inside a delimited block, so it cannot close the prompt.
 """
 
@@ -62,17 +63,45 @@ def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type=JUDGE_VERDICT_INVALID_TYPE, non_retryable=True)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all distinct: with ``{"pass": false, "pass": true}``
+    a reader and ``json.loads`` (last one wins) could disagree on the verdict."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _strict_json(text: str | bytes) -> Any:
+    """JSON as the standard defines it: no repeated keys, no NaN or Infinity."""
+    return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+
+
 def parse_verdict(body: bytes) -> JudgeVerdict:
     """The verdict inside a chat-completions response body, or ``JudgeVerdictInvalid``."""
     try:
-        envelope: Any = json.loads(body)
+        envelope: Any = _strict_json(body)
         content = envelope["choices"][0]["message"]["content"]
+    except _DuplicateKey as exc:
+        raise _invalid(f"judge response repeats the key {str(exc)[:40]!r}") from exc
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise _invalid(f"judge response is not a chat completion: {type(exc).__name__}") from exc
     if not isinstance(content, str):
         raise _invalid("judge message content is not a string")
     try:
-        raw = json.loads(content)
+        raw = _strict_json(content)
+    except _DuplicateKey as exc:
+        raise _invalid(f"judge verdict repeats the key {str(exc)[:40]!r}") from exc
     except ValueError as exc:
         raise _invalid("judge verdict is not JSON") from exc
     if not isinstance(raw, dict):

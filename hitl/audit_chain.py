@@ -7,8 +7,10 @@ genesis value derived from the decision ID for the first) and ``record_hash``
 and ``prev_hash``). Editing a row's content, deleting a row or moving one then
 shows as a broken link, unless whoever did it also recomputed every later hash
 and the head: only a head hash anchored outside the database (``head_digest``)
-catches that. ``hitl.store`` appends under a per-decision head row; this module
-is shared by the store, the 0003 migration's backfill and ``hitl audit verify``.
+catches that. A chain deleted whole, or cut back with its head, links perfectly:
+``hitl.chain_expectations`` holds it against the decision's final record.
+``hitl.store`` appends under a per-decision head row; this module is shared by
+the store, the 0003 migration's backfill and ``hitl audit verify``.
 
 The content fields per table are frozen here as version 1 rather than read from
 the models: a column added later must not silently change old records' hashes.
@@ -178,7 +180,13 @@ class ChainBreak(BaseModel):
     detail: str
 
     def describe(self) -> str:
-        where = f"{self.table} row {self.row_id}" if self.table else "chain head"
+        if self.table and self.row_id is not None:
+            where = f"{self.table} row {self.row_id}"
+        elif self.table:  # a row the decision's record says must exist (hitl.chain_expectations)
+            where = self.table
+        else:
+            where = "chain head" if self.seq is not None or self.kind is BreakKind.HEAD \
+                else "audit chain"
         place = f", seq {self.seq}" if self.seq is not None else ""
         return f"{where} (decision {self.decision_id}{place}): {self.kind.value}: {self.detail}"
 

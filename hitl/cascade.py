@@ -57,11 +57,15 @@ class RulesResult(BaseModel):
 
 
 class JudgeVerdict(BaseModel):
-    """The strict shape the judge must answer with; anything else fails closed."""
+    """The strict shape the judge must answer with; anything else fails closed.
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    Validated by alias only (``pass``, as the prompt documents it): ``passed`` is an
+    unknown field, not a second spelling. Strict types: ``"0.9"`` is not a score.
+    """
 
-    passed: bool = Field(alias="pass", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    passed: bool = Field(alias="pass")
     score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
     reasons: list[str] = Field(max_length=20)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,11 +28,13 @@ from pydantic import (
     field_validator,
 )
 
+from hitl.amounts import DEFAULT_AMOUNT_PATHS, parse_amount_path, read_amounts
 from hitl.cascade import Assessment, JudgeResult, Routing, SlaPolicy
 from hitl.durations import parse_duration
 from hitl.enums import LayerStatus, RiskLevel, Zone
 from hitl.errors import PolicyError
 from hitl.request import DecisionRequest
+from hitl.textfold import fold
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 # A year bounds every deadline: far beyond any review SLA, and well inside what a
@@ -40,6 +43,15 @@ MAX_DEADLINE_SECONDS = 366 * 86400.0
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(le=MAX_DEADLINE_SECONDS)]
 Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Approvers = Annotated[int, Field(ge=1, le=5)]
+DEFAULT_TOKEN_LIFETIME = 90 * 86400.0  # reviewer tokens (review.token_lifetime)
+
+
+def _amount_path(text: str) -> str:
+    return parse_amount_path(text).text
+
+
+# Checked item by item, so an error names the index (``risk.amount_paths.1``).
+AmountPathText = Annotated[str, AfterValidator(_amount_path)]
 
 
 class _Strict(BaseModel):
@@ -50,6 +62,9 @@ class RiskConfig(_Strict):
     default: RiskLevel = RiskLevel.MEDIUM
     task_types: dict[str, RiskLevel] = Field(default_factory=dict)
     amount_critical_above: float = Field(default=10_000, ge=0, allow_inf_nan=False)
+    # Where amounts are read (hitl.amounts), for this modifier and the amount_limit rule.
+    amount_paths: list[AmountPathText] = Field(
+        default_factory=lambda: list(DEFAULT_AMOUNT_PATHS), min_length=1, max_length=20)
     new_user_min_risk: RiskLevel = RiskLevel.HIGH
     multiple_users_risk: RiskLevel = RiskLevel.CRITICAL
 
@@ -149,11 +164,23 @@ class RespondNowConfig(_Strict):
 
 
 class RulesConfig(_Strict):
+    """Banned terms and injection patterns match text folded by ``hitl.textfold``
+    (lower case, single spaces, look-alikes as Latin letters): write patterns for it."""
+
     max_output_chars: int = Field(default=20_000, gt=0)
     banned_terms: list[str] = Field(default_factory=list)
     injection_patterns: list[str] = Field(default_factory=list)
     max_amount: dict[str, Amount] = Field(default_factory=dict)
     required_params: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("banned_terms")
+    @classmethod
+    def _terms_fold_to_words(cls, value: list[str]) -> list[str]:
+        for index, term in enumerate(value):
+            if not fold(term):
+                raise ValueError(f"banned_terms[{index}] is blank once folded "
+                                 "(hitl.textfold): it would match everywhere")
+        return value
 
     @field_validator("injection_patterns")
     @classmethod
@@ -181,7 +208,7 @@ class ReviewConfig(_Strict):
     double_blind_by_task_type: dict[str, Probability] = Field(default_factory=dict)
     # How long a reviewer token (and the signing key derived from it) is valid from its
     # issue (`hitl reviewers add|rotate`); 0 means it never expires.
-    token_lifetime: Seconds = 90 * 86400.0
+    token_lifetime: Seconds = DEFAULT_TOKEN_LIFETIME
 
     def required(self, task_type: str, risk: RiskLevel) -> int:
         if task_type in self.approvals_by_task_type:
@@ -206,9 +233,25 @@ class Policy(_Strict):
     @cached_property
     def full_version(self) -> str:
         """The declared version plus a content digest, so an edit without a
-        version bump is still told apart in the decisions it screened."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        version bump is still told apart in the decisions it screened.
+
+        A field added after versions were stored is left out of the digest while it
+        holds its default (``_ADDED_DEFAULTS``): a stored version must still hash to
+        its name after an upgrade (``hitl.policy_versions``), or the active policy
+        would stop loading.
+        """
+        data = self.model_dump(mode="json")
+        for section, name, default in _ADDED_DEFAULTS:
+            if data[section].get(name) == default:
+                del data[section][name]
+        canonical = json.dumps(data, sort_keys=True)
         return f"{self.version}+{hashlib.sha256(canonical.encode()).hexdigest()[:8]}"
+
+
+_ADDED_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
+    ("risk", "amount_paths", list(DEFAULT_AMOUNT_PATHS)),
+    ("review", "token_lifetime", DEFAULT_TOKEN_LIFETIME),
+)
 
 
 def parse_policy(data: dict[str, Any], *, source: str = "policy") -> Policy:
@@ -244,16 +287,26 @@ def assess_risk(request: DecisionRequest, policy: Policy) -> tuple[RiskLevel, li
     """Static risk of the task type, raised (never lowered) by dynamic modifiers.
 
     Unlike a first-match chain, every modifier applies, so a new user moving a
-    large amount is critical, not merely high.
+    large amount is critical, not merely high. The amount is the largest found at
+    ``risk.amount_paths``; one that is not a number cannot be bounded, so it is
+    critical too (and fails the ``amount_limit`` rule).
     """
     config = policy.risk
     base = config.task_types.get(request.task_type)
     risk = base if base is not None else config.default
     reasons = [f"task type {request.task_type}: {risk.value}" + ("" if base else " (unknown type)")]
-    context = request.context
-    if context.amount > config.amount_critical_above:
+    amounts = read_amounts(request, policy)
+    if amounts.invalid:
+        first, more = amounts.invalid[0], len(amounts.invalid) - 1
         risk = risk.at_least(RiskLevel.CRITICAL)
-        reasons.append(f"amount {context.amount:g} > {config.amount_critical_above:g}: critical")
+        reasons.append(f"amount {first.describe()}" + (f" (and {more} more)" if more else "")
+                       + ": cannot be bounded, critical")
+    largest = amounts.largest
+    if largest is not None and abs(largest.value or 0.0) > config.amount_critical_above:
+        risk = risk.at_least(RiskLevel.CRITICAL)
+        reasons.append(f"amount {largest.describe()} > {config.amount_critical_above:g}: "
+                       "critical")
+    context = request.context
     if context.is_new_user:
         risk = risk.at_least(config.new_user_min_risk)
         reasons.append(f"new user: at least {config.new_user_min_risk.value}")

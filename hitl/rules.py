@@ -3,18 +3,24 @@
 Pure and fast (compiled once per policy), so it can run as a local activity on
 every decision and be benchmarked as a plain function. Each check reports a
 finding, passed or not, so reviewers see which rule fired and why.
+
+Banned terms and injection patterns match text folded as a reader sees it
+(``hitl.textfold``: no case, no invisible characters, one space for any run of
+whitespace, look-alike letters as the Latin ones they imitate), so spelling
+cannot step around them; the snippet a reviewer is shown is the original text.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from hitl.amounts import read_amounts
 from hitl.cascade import RuleFinding
 from hitl.policy import Policy, RulesConfig
 from hitl.request import DecisionRequest
+from hitl.textfold import fold, fold_mapped
 
 _SNIPPET = 60
 
@@ -47,13 +53,24 @@ def compile_rules(config: RulesConfig) -> CompiledRules:
 def _compile(config: RulesConfig) -> CompiledRules:
     banned = None
     if config.banned_terms:
-        alternatives = "|".join(re.escape(term) for term in config.banned_terms)
-        banned = re.compile(rf"(?i)\b(?:{alternatives})\b")
+        alternatives = "|".join(re.escape(fold(term)) for term in config.banned_terms)
+        banned = re.compile(rf"\b(?:{alternatives})\b")
     return CompiledRules(
         config=config,
         banned=banned,
-        injections=tuple(re.compile(p) for p in config.injection_patterns),
+        injections=tuple(_compile_folded(p) for p in config.injection_patterns),
     )
+
+
+_ESCAPE = re.compile(r"\\.")
+
+
+def _compile_folded(pattern: str) -> re.Pattern[str]:
+    """A pattern for folded (lower-case) text. One with capitals was written for raw
+    text: it gets IGNORECASE so it still matches. Only then: IGNORECASE makes Python's
+    re several times slower on long texts."""
+    capitals = any(char.isupper() for char in _ESCAPE.sub("", pattern))
+    return re.compile(pattern, re.IGNORECASE if capitals else 0)
 
 
 def _strings(where: str, value: object) -> Iterator[tuple[str, str]]:
@@ -83,26 +100,41 @@ def _texts(request: DecisionRequest) -> Iterator[tuple[str, str]]:
     yield from _strings("action.params", request.action.params)
 
 
-def _snippet(text: str, match: re.Match[str]) -> str:
-    start = max(0, match.start() - 10)
-    return text[start : start + _SNIPPET].replace("\n", " ")
+def _search(patterns: Iterable[re.Pattern[str]], text: str) -> tuple[int, int] | None:
+    """Where the first of ``patterns`` to match ``text`` folded matches, as a span of
+    the original ``text``; None when none does."""
+    folded = fold(text)
+    for pattern in patterns:
+        hit = pattern.search(folded)
+        if hit is not None:
+            if not folded:
+                return 0, 0
+            mapped = fold_mapped(text)
+            first = min(hit.start(), len(folded) - 1)
+            return mapped.source(first, max(hit.end(), first + 1))
+    return None
 
 
-def _amounts(request: DecisionRequest) -> Iterator[tuple[str, float]]:
-    yield "context.amount", request.context.amount
-    amount = request.action.params.get("amount")
-    if isinstance(amount, str):
-        try:
-            amount = float(amount)
-        except ValueError:
-            yield "action.params.amount", math.nan  # not a number: fails the limit check
-            return
-    if isinstance(amount, int | float) and not isinstance(amount, bool):
-        try:
-            value = float(amount)
-        except OverflowError:  # an integer beyond float range is over any limit
-            value = math.inf
-        yield "action.params.amount", value
+def _snippet(text: str, span: tuple[int, int]) -> str:
+    """The original text around a match (its repr shows invisible characters escaped)."""
+    start = max(0, span[0] - 10)
+    return text[start : max(start + _SNIPPET, span[1])][: _SNIPPET * 2]
+
+
+def _amount_limit(request: DecisionRequest, policy: Policy) -> RuleFinding:
+    """The largest amount at the policy's amount paths within the cap; a negative
+    amount, or one that is not a number, fails whatever the cap."""
+    caps = policy.rules.max_amount
+    limit = caps.get(request.task_type, caps.get(request.action.type, caps.get("*")))
+    amounts = read_amounts(request, policy)
+    problems = [a.describe() for a in amounts.invalid[:3]]
+    if len(amounts.invalid) > 3:
+        problems.append(f"{len(amounts.invalid) - 3} more amounts that are not numbers")
+    problems += [f"negative amount {a.describe()}" for a in amounts.negative[:3]]
+    largest = amounts.largest
+    if limit is not None and largest is not None and (largest.value or 0.0) > limit:
+        problems.append(f"largest amount {largest.describe()} > limit {limit:g}")
+    return RuleFinding(rule="amount_limit", passed=not problems, detail="; ".join(problems))
 
 
 def check_rules(request: DecisionRequest, policy: Policy) -> list[RuleFinding]:
@@ -119,16 +151,7 @@ def check_rules(request: DecisionRequest, policy: Policy) -> list[RuleFinding]:
         detail=f"action {request.action.type} is missing params {missing}" if missing else "",
     ))
 
-    limit = config.max_amount.get(request.task_type, config.max_amount.get(
-        request.action.type, config.max_amount.get("*")))
-    over = [f"{where}={value:g}" for where, value in _amounts(request)
-            if not math.isfinite(value) or value < 0 or (limit is not None and value > limit)]
-    findings.append(RuleFinding(
-        rule="amount_limit",
-        passed=not over,
-        detail=f"{', '.join(over)} outside [0, {limit:g}]" if over and limit is not None
-        else (f"negative amount {', '.join(over)}" if over else ""),
-    ))
+    findings.append(_amount_limit(request, policy))
 
     too_long = len(request.output) > config.max_output_chars
     findings.append(RuleFinding(
@@ -138,21 +161,19 @@ def check_rules(request: DecisionRequest, policy: Policy) -> list[RuleFinding]:
         if too_long else "",
     ))
 
-    banned_hit = rules.banned.search(request.output) if rules.banned else None
+    banned = _search([rules.banned], request.output) if rules.banned else None
     findings.append(RuleFinding(
         rule="banned_terms",
-        passed=banned_hit is None,
-        detail=f"output contains banned term {banned_hit.group(0)!r}" if banned_hit else "",
+        passed=banned is None,
+        detail=f"output contains banned term {request.output[banned[0]:banned[1]]!r}"
+        if banned else "",
     ))
 
     injection = ""
     for where, text in _texts(request):
-        for pattern in rules.injections:
-            hit = pattern.search(text)
-            if hit:
-                injection = f"{where}: {_snippet(text, hit)!r}"
-                break
-        if injection:
+        span = _search(rules.injections, text)
+        if span is not None:
+            injection = f"{where}: {_snippet(text, span)!r}"
             break
     findings.append(RuleFinding(
         rule="injection_patterns", passed=not injection,

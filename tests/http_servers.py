@@ -131,6 +131,9 @@ class Judge:
             "missing_field": json.dumps({"pass": True, "reasons": []}),
             "prose": "Sure! PASS. The output looks fine.",
             "string_pass": json.dumps({"pass": "true", "score": 0.9, "reasons": []}),
+            # json.loads keeps the last of a repeated key: this read as a pass.
+            "duplicate_pass": '{"pass": false, "score": 0.9, "reasons": [], "pass": true}',
+            "passed_alias": json.dumps({"passed": True, "score": 0.9, "reasons": []}),
         }
         if self.mode == "500":
             return 500, b'{"error": "overloaded"}'
@@ -140,6 +143,11 @@ class Judge:
             return 200, b"<html>not json</html>"
         if self.mode == "oversized":
             return 200, chat_completion("x" * 200_000)
+        if self.mode == "duplicate_envelope":
+            failed, passed = (chat_completion(json.dumps(
+                {"pass": verdict, "score": 0.9, "reasons": []})).decode()[1:-1]
+                for verdict in (False, True))
+            return 200, f"{{{failed}, {passed}}}".encode()
         return 200, chat_completion(verdicts[self.mode])
 
 

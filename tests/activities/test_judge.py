@@ -130,7 +130,8 @@ async def test_an_allowed_judge_still_answers(judge_server: JudgeServer) -> None
 
 
 @pytest.mark.parametrize("mode", ["garbage", "prose", "extra_field", "missing_field",
-                                  "string_pass", "oversized"])
+                                  "string_pass", "oversized", "duplicate_pass", "passed_alias",
+                                  "duplicate_envelope"])
 async def test_bad_verdicts_fail_closed(judge_server: JudgeServer, mode: str) -> None:
     server, script = judge_server
     script.mode = mode
@@ -244,6 +245,14 @@ async def test_base_url_gets_the_chat_completions_path() -> None:
     '{"pass": true, "score": 0.5, "reasons": [' + ", ".join(['"r"'] * 21) + "]}",
     '[{"pass": true, "score": 0.5, "reasons": []}]',
     '{"pass": true, "score": 0.5, "reasons": []} trailing',
+    # Repeated keys: json.loads keeps the last, so each of these read as a pass.
+    '{"pass": false, "pass": true, "score": 0.5, "reasons": []}',
+    '{"pass": true, "score": 0.1, "reasons": [], "score": 0.9}',
+    '{"pass": true, "score": 0.5, "reasons": ["bad"], "reasons": []}',
+    # An undocumented alias, and loose types.
+    '{"passed": true, "score": 0.5, "reasons": []}',
+    '{"pass": true, "score": "0.5", "reasons": []}',
+    '{"pass": true, "score": true, "reasons": []}',
 ])
 def test_parse_verdict_is_strict(content: str) -> None:
     with pytest.raises(ApplicationError) as caught:
@@ -251,8 +260,15 @@ def test_parse_verdict_is_strict(content: str) -> None:
     assert caught.value.type == JUDGE_VERDICT_INVALID_TYPE
 
 
+VERDICT = json.dumps(json.dumps({"pass": True, "score": 0.9, "reasons": []}))
+
+
 @pytest.mark.parametrize("body", [
     b"", b"null", b"{}", b'{"choices": []}', b'{"choices": [{"message": {"content": 7}}]}',
+    # A repeated key anywhere in the envelope: which verdict was meant is not knowable.
+    f'{{"choices": [{{"message": {{"content": "x", "content": {VERDICT}}}}}]}}'.encode(),
+    f'{{"choices": [], "choices": [{{"message": {{"content": {VERDICT}}}}}]}}'.encode(),
+    f'{{"id": 1, "id": 2, "choices": [{{"message": {{"content": {VERDICT}}}}}]}}'.encode(),
 ])
 def test_parse_verdict_needs_a_chat_completion(body: bytes) -> None:
     with pytest.raises(ApplicationError) as caught:
