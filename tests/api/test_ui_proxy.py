@@ -83,6 +83,9 @@ def test_reads_pass(method: str, path: str) -> None:
     ("POST", "/api/v1/namespaces/default/workflows/d-1/query/state/"),
     ("POST", "/api/v1/namespaces/default/workflows/d-1/query/state/signal/approve"),
     ("POST", "/x/api/v1/namespaces/default/workflows/d-1/query/state"),
+    # What the UI server's own read-only rule (decoded path holds /workflows/ and /query/)
+    # lets through: a batch operation whose job ID carries them, encoded.
+    ("POST", "/api/v1/namespaces/default/batch-operations/j%2Fworkflows%2Fx%2Fquery%2Fy"),
 ])
 def test_writes_are_refused(method: str, path: str) -> None:
     assert not allows(method, path)
