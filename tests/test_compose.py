@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from hitl import search_attributes
+from hitl.api.ui_proxy import WRITE_ACTION_FLAGS
 from hitl.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,11 @@ HITL_VARIABLES = {
     "HITL_OUTBOUND_ALLOW_HOSTS",
 }
 DOCKER_COMPOSE = shutil.which("docker-compose")
+# The UI image's variable for each setting the UI hides an action by (its config template
+# maps DisableWriteActions to TEMPORAL_DISABLE_WRITE_ACTIONS, and so on): the same list
+# ``hitl up``'s read-only proxy switches off.
+UI_READ_ONLY = {"TEMPORAL_" + re.sub(r"(?<!^)(?=[A-Z])", "_", flag).upper(): "true"
+                for flag in WRITE_ACTION_FLAGS}
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +89,12 @@ def test_temporal_images_are_current_and_pinned(services: dict[str, Any]) -> Non
     for name in ("postgres", "temporal", "temporal-ui", *ADMIN_TOOLS):
         tag = image(services[name]).rpartition(":")[2]
         assert re.match(r"\d+\.\d+", tag), f"{name}: pin a version, not {tag!r}"
+
+
+def test_temporal_ui_is_read_only(services: dict[str, Any]) -> None:
+    assert "TEMPORAL_WORKFLOW_SIGNAL_DISABLED" in UI_READ_ONLY
+    env = environment(services["temporal-ui"])
+    assert {name: env.get(name) for name in UI_READ_ONLY} == UI_READ_ONLY
 
 
 def test_temporal_persists_and_indexes_in_postgres(services: dict[str, Any]) -> None:
@@ -230,6 +242,8 @@ def test_compose_validates_with_a_password(tmp_path: Path) -> None:
     assert SERVICES <= resolved.keys()
     url = resolved["worker"]["environment"]["HITL_DATABASE_URL"]
     assert url == "postgresql+psycopg://hitl:s3cret-test-only@postgres:5432/hitl"
+    ui = resolved["temporal-ui"]["environment"]
+    assert {name: ui.get(name) for name in UI_READ_ONLY} == UI_READ_ONLY
 
 
 def test_compose_refuses_to_run_without_a_password(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from hitl.api.app import create_app
 from hitl.api.codec import parse_origins
@@ -57,13 +57,13 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _config(app: FastAPI) -> uvicorn.Config:
+def _config(app: ASGIApp) -> uvicorn.Config:
     # log_config=None: uvicorn's loggers propagate to hitl's JSON logging.
     return uvicorn.Config(app, log_config=None, lifespan="off", proxy_headers=True)
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def serving(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Serve ``app`` in the running event loop; yields its URL, stops on exit."""
     sock = bind(host, port)
     server = EmbeddedServer(_config(app))
