@@ -5,10 +5,11 @@ or self-approval and four-eyes can be stepped around (``SVC-Billing`` requests,
 ``svc-billing`` approves; ``carol`` and ``carol`` + a zero-width space are two
 approvers). So:
 
-- ``identity_key`` is what names are compared by: NFKC, case-folded, format
-  characters (zero-width and the like) removed, surrounding space dropped, and
-  look-alike letters of other scripts mapped to the Latin letter they imitate.
-  Self-approval, distinct approvers and the registry's uniqueness use it.
+- ``identity_key`` is what names are compared by (``hitl.textfold.fold``): case,
+  accents and invisible characters (zero-width and the like) dropped, surrounding
+  space trimmed, and look-alike letters of other scripts mapped to the Latin letter
+  they imitate (Unicode's confusables data). Self-approval, distinct approvers and
+  the registry's uniqueness use it, so it errs towards "the same person".
 - ``registered_name`` is the check a name passes to become a reviewer: the
   NFKC, case-folded form, refused when it holds space, control or format
   characters, or letters of more than one script (a Latin name with one
@@ -24,27 +25,12 @@ from __future__ import annotations
 import unicodedata
 
 from hitl.errors import InputError
+from hitl.textfold import fold
 
 MAX_NAME_LENGTH = 200
+fold("\u0430")  # loads the confusables data here, at import, never inside a workflow
 # Characters a name may hold besides letters and digits.
 NAME_PUNCTUATION = frozenset("._-@+")
-# Scripts whose letters are indistinguishable from Latin ones in common fonts. A letter
-# from these is mapped to its Latin twin in identity_key; see _LOOKALIKES.
-_LOOKALIKES = str.maketrans({
-    # Cyrillic
-    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o",
-    "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i",
-    "ј": "j", "ԁ": "d", "һ": "h", "ԛ": "q", "ԝ": "w", "ɡ": "g", "ӏ": "l", "ү": "y",
-    "г": "r", "п": "n", "ь": "b",
-    # Greek
-    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o",
-    "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ς": "c", "σ": "o", "μ": "u",
-    "ω": "w",
-    # Latin letters that read as others
-    "ı": "i", "ȷ": "j", "ł": "l",
-})
-
-
 def _script(char: str) -> str | None:
     """The script of a letter, from its Unicode name (``LATIN SMALL LETTER A``);
     None for digits and punctuation, which every script shares."""
@@ -59,10 +45,9 @@ def _fold(name: str) -> str:
 
 
 def identity_key(name: str) -> str:
-    """The form names are compared by; equal keys are the same identity."""
-    folded = _fold(name)
-    visible = "".join(c for c in folded if unicodedata.category(c) != "Cf")
-    return unicodedata.normalize("NFKC", visible.translate(_LOOKALIKES)).strip()
+    """The form names are compared by; equal keys are the same identity
+    (``hitl.textfold.fold``: look-alikes, case, accents and invisible characters)."""
+    return fold(name)
 
 
 def same_identity(a: str | None, b: str | None) -> bool:

@@ -104,7 +104,8 @@ def check(review: ReviewInput, *, decision_id: str, verdict: Verdict,
     if proof is None:
         return "no proof of who sent it: sign with the reviewer's token (hitl approve|reject)"
     if proof.key_id != key_id(verify_key_hex):
-        return "proof signed with a key the reviewer no longer holds (rotated token?)"
+        return ("proof not signed with this reviewer's current key (another reviewer's "
+                "token, or one since rotated)")
     expires = proof.expires_at if proof.expires_at.tzinfo else proof.expires_at.replace(
         tzinfo=UTC)
     if expires <= now - CLOCK_SKEW:

@@ -21,6 +21,7 @@ from hitl.client import HitlClient
 from hitl.enums import DecisionStatus, RiskLevel
 from hitl.request import DecisionRequest
 from tests.conftest import WorkerFactory, register_reviewers
+from tests.reviewing import token_for
 
 # The reviewers the API tests act as: two with every role, one junior.
 SENIORS = ("ann", "ben")
@@ -36,7 +37,8 @@ class Api:
     engine: Engine
 
     def auth(self, reviewer: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[reviewer]}"}
+        """Headers acting as ``reviewer`` (any registered test reviewer)."""
+        return {"Authorization": f"Bearer {self.tokens.get(reviewer, token_for(reviewer))}"}
 
     async def digest(self, decision_id: str) -> str:
         """The sha256 of the content up for approval now, as the review view shows it."""
