@@ -57,10 +57,11 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def _read_request(source: str) -> DecisionRequest:
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
-    except OSError as exc:
-        raise InputError(f"{source}: {exc.strerror}", field="file") from exc
+    from hitl.input_files import read_text
+    from hitl.limits import MAX_BODY_BYTES
+
+    text = read_text(source, max_bytes=MAX_BODY_BYTES, what="a decision request",
+                     stream=sys.stdin.buffer if source == "-" else None)
     try:
         return DecisionRequest.model_validate_json(text)
     except ValidationError as exc:
@@ -396,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    for position, arg in enumerate(argv, start=1):
+        # Python hands undecodable bytes in argv over as lone surrogates, which fail
+        # later, deep in a serializer; say so now, for every command.
+        if not arg.isascii() and not _utf8(arg):
+            print(f"hitl: error: argument {position} is not UTF-8 text", file=sys.stderr)
+            return EXIT_BAD_INPUT
     if argv[:1] == ["calibrate"]:
         from hitl.cli_calibrate import run_calibrate
 
@@ -443,6 +450,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_input(exc: HitlError) -> bool:

@@ -22,6 +22,7 @@ JUDGE_REJECTED_TYPE = "JudgeRejected"
 JUDGE_VERDICT_INVALID_TYPE = "JudgeVerdictInvalid"
 EXECUTION_REJECTED_TYPE = "ExecutionRejected"
 REVIEW_REFUSED_TYPE = "ReviewRefused"
+PAYLOAD_REFUSED_TYPE = "PayloadRefused"  # a payload in clear where encryption is on (hitl.codec)
 
 
 class HitlError(Exception):

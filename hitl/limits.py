@@ -1,0 +1,76 @@
+"""How big anything a caller sends may be, in one place, and the budget the numbers keep.
+
+Temporal refuses any payload over 2 MiB (``limit.blobSize.error``; it warns from 512 KiB)
+and any history transaction over 4 MiB. A payload over the limit is not refused at the
+door: it fails the workflow task that tries to write it, and the SDK retries that task
+forever, so the decision is wedged. The limits below are chosen so that the largest
+input accepted anywhere cannot produce such a payload on any path a decision takes.
+
+Text is measured in bytes as it is stored: UTF-8 inside a JSON string, escapes included
+(``"\\u0000"`` is six bytes), because that is what lands in a payload. For ordinary text
+that is its UTF-8 size; a limit in characters would let 4-byte characters (or escapes)
+quadruple it. Structured values (``action.params``, the context) are measured as compact
+JSON.
+
+The budget, with O = an output, P = params, C = the context, R = a reason (each at its
+limit below) and S = the small fields (IDs, URLs, 20 candidates of 500 characters, at
+most about 90 KiB all told):
+
+- the request (workflow input): O + P + C + S = 128 + 64 + 64 + 90 = 346 KiB;
+- an edit-and-approve (update input, then the executor's input): O + P + R + S
+  <= 128 + 64 + 16 + 15 = 223 KiB; a rejection: O (correct answer) + R = 144 KiB;
+- the judge's input: O + P + C + S = 346 KiB; a regeneration's input: 2O + P + R + S
+  = 351 KiB; its result: O + S = 218 KiB;
+- the final ``DecisionState`` after submit -> edit -> approve -> execute: the submitted
+  output (attempts), the edited one twice (final output, delivery), the reason twice
+  (review, attempt verdict), the judge's reasons (at most the judge's response,
+  64 KiB): 3O + 2R + 64 + S = 384 + 32 + 64 + 15 = 495 KiB, under the 512 KiB warning;
+- ``record_decision``'s input is request + state: 346 + 495 = 841 KiB.
+
+The worst path any decision can take: three regenerations (four outputs in
+``attempts``), each after a rejection carrying a correct answer and a reason, then a
+provisional delivery revised by an edit (two deliveries and the final output), two
+approvers: 4(O + 2R) + 3(O + R) + 3O + 2R + 64 + S = 640 + 432 + 384 + 32 + 64 + 15 =
+1,567 KiB for the state and 1,913 KiB with the request: every payload stays under
+2 MiB, and no workflow task writes more than two of the large payloads (under 1 MiB of
+the 4 MiB transaction limit). One thing this budget cannot bound is the workflow
+keeping every refused review in ``DecisionState.reviews``; that is the workflow's to cap.
+
+An HTTP body may be larger than the fields it carries, since JSON may escape each
+non-ASCII character (a 4-byte character as a 12-byte surrogate pair): at three times
+the fields of the largest request, 1 MiB holds any acceptable request however it is
+encoded, and the API refuses a larger body (413) before parsing it.
+"""
+
+from __future__ import annotations
+
+KIB = 1024
+MIB = 1024 * KIB
+
+MAX_BODY_BYTES = 1 * MIB
+"""An HTTP request body, and a request or policy file the CLI reads."""
+
+MAX_DATA_FILE_BYTES = 256 * MIB
+"""Labeled decisions for ``hitl calibrate``: a data set, read whole."""
+
+MAX_CODEC_BODY_BYTES = 16 * MIB
+"""A codec-server call: the Temporal UI sends whole events' payloads (each up to 2 MiB,
+base64-encoded) at once."""
+
+MAX_OUTPUT_BYTES = 128 * KIB
+"""An output: submitted, edited, regenerated, or given as the correct answer."""
+
+MAX_REASON_BYTES = 16 * KIB
+"""A reviewer's reason (5,000 characters of any script but the 4-byte ones)."""
+
+MAX_PARAMS_BYTES = 64 * KIB
+"""``action.params`` as compact JSON."""
+
+MAX_CONTEXT_BYTES = 64 * KIB
+"""The request's context as compact JSON, free-form extras included."""
+
+MAX_JSON_DEPTH = 32
+"""Nesting of objects and arrays inside ``action.params`` and a context extra."""
+
+MAX_OFFSET = 1_000_000_000
+"""A paging offset: past any real queue, and inside every store's integer range."""
