@@ -17,6 +17,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -254,9 +255,13 @@ async def test_search_attributes_stay_in_clear_and_hold_no_content(
 
 
 async def test_decisions_waiting_when_encryption_is_switched_on_still_finish(
-        hitl_worker: WorkerFactory, codec_client: Client, client: Client) -> None:
+        hitl_worker: WorkerFactory, codec_settings: Settings, client: Client) -> None:
     """A history begun in clear is replayed by an encrypting worker and continued
-    encrypted: decode passes unencrypted payloads through."""
+    encrypted: within HITL_CODEC_ACCEPT_CLEAR_UNTIL, decode lets payloads in clear in."""
+    config = client.config()
+    config["data_converter"] = data_converter(codec_settings.model_copy(update={
+        "codec_accept_clear_until": datetime.now(UTC) + timedelta(hours=1)}))
+    codec_client = Client(**config)
     request = _moderation()
     async with hitl_worker() as plain:  # before: no keys
         await plain.submit(request)
