@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from hitl.enums import DecisionStatus, ErrorCategory, ExecutionPhase, Zone
 from hitl.errors import ReviewRefused
+from hitl.limits import MAX_BODY_BYTES, MAX_OUTPUT_BYTES
 from hitl.request import DecisionRequest, Regenerate
 from hitl.review import ApproveInput, RejectInput
 from hitl.store import DecisionRecord, ExecutionRow
@@ -59,8 +60,12 @@ class Regenerator:
             self.bodies.append(body)
             if self.mode == "garbage":
                 return 200, b"<html>a new output, honest</html>"
-            if self.mode == "oversized":
-                return 200, json.dumps({"output": "x" * 300_000, "confidence": 0.9}).encode()
+            if self.mode == "oversized":  # a body over the response cap: not even parsed
+                return 200, json.dumps({"output": "x" * MAX_BODY_BYTES, "confidence": 0.9}
+                                       ).encode()
+            if self.mode == "overlong":  # an output over MAX_OUTPUT_BYTES in a small body
+                return 200, json.dumps({"output": "\U0001F600" * (MAX_OUTPUT_BYTES // 4 + 1),
+                                        "confidence": 0.9}, ensure_ascii=False).encode()
             if self.mode == "400":
                 return 400, b'{"error": "unknown decision"}'
             if key not in self._answers:
@@ -199,6 +204,7 @@ def _closed_port_url() -> str:
     ("down", "regeneration 1 failed: "),
     ("garbage", "not a valid result"),
     ("oversized", "exceeds"),
+    ("overlong", "not a valid result: ['output']"),
     ("400", "refused the request: HTTP 400"),
 ])
 async def test_a_failed_regeneration_ends_rejected(
