@@ -290,6 +290,19 @@ def _model(cls: type[BaseModel], **values: Any) -> Any:
 
 # -------------------------------------------------------------------- parser
 
+def _page_size(text: str) -> int:
+    """A ``--limit``: past ``MAX_OFFSET`` a store's integer overflows (a traceback)."""
+    from hitl.limits import MAX_OFFSET
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_OFFSET:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_OFFSET}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hitl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -348,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--zone")
     queue.add_argument("--risk")
     queue.add_argument("--task-type")
-    queue.add_argument("--limit", type=int, default=100)
+    queue.add_argument("--limit", type=_page_size, default=100)
     queue.add_argument("--source", choices=("store", "temporal"), default="store",
                        help="the store's review_queue table (fast; default) or Temporal "
                             "visibility (search attributes; reads every match)")
@@ -369,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     audits = sub.add_parser("audits", help="after-the-fact review of sampled AUTO_AUDIT decisions")
     audits_sub = audits.add_subparsers(dest="action", required=True)
     audit_pending = audits_sub.add_parser("pending", help="sampled audits waiting for a verdict")
-    audit_pending.add_argument("--limit", type=int, default=100)
+    audit_pending.add_argument("--limit", type=_page_size, default=100)
     audit_review = audits_sub.add_parser("review", help="record an auditor's verdict")
     audit_review.add_argument("decision_id")
     audit_review.add_argument("--reviewer", required=True)

@@ -123,3 +123,12 @@ async def test_an_argument_that_is_not_utf8(cli_env: dict[str, str]) -> None:
     _one_line(*await hitl(b"status", b"d-\xff", env=cli_env), "argument 2 is not UTF-8")
     _one_line(*await hitl(b"approve", b"d-1", b"--reviewer", b"bob", b"--reason", b"caf\xe9",
                           env=cli_env), "argument 6 is not UTF-8")
+
+
+@pytest.mark.parametrize("command", [("queue",), ("audits", "pending")])
+async def test_a_limit_past_any_store_integer_is_refused(tmp_path: Path,
+                                                         command: tuple[str, ...]) -> None:
+    code, out, err = await hitl(*command, "--limit", "100000000000000000000",
+                                env={"HITL_DATA_DIR": str(tmp_path)})
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert err.splitlines()[-1].endswith("--limit: must be between 1 and 1000000000")
