@@ -32,9 +32,11 @@ The worst path any decision can take: three regenerations (four outputs in
 provisional delivery revised by an edit (two deliveries and the final output), two
 approvers: 4(O + 2R) + 3(O + R) + 3O + 2R + 64 + S = 640 + 432 + 384 + 32 + 64 + 15 =
 1,567 KiB for the state and 1,913 KiB with the request: every payload stays under
-2 MiB, and no workflow task writes more than two of the large payloads (under 1 MiB of
-the 4 MiB transaction limit). One thing this budget cannot bound is the workflow
-keeping every refused review in ``DecisionState.reviews``; that is the workflow's to cap.
+2 MiB. A workflow task writes at most one state (the last) or, while reviews arrive, the
+accepted updates (at most 10 in flight, the server's default: 10 x 223 KiB) and one
+activity input: under the 4 MiB transaction limit either way. One thing this budget
+cannot bound is the workflow keeping every refused review, reason and correct answer
+included, in ``DecisionState.reviews``; that is the workflow's to cap.
 
 An HTTP body may be larger than the fields it carries, since JSON may escape each
 non-ASCII character (a 4-byte character as a 12-byte surrogate pair): at three times
