@@ -3,8 +3,9 @@
 Temporal refuses any payload over 2 MiB (``limit.blobSize.error``; it warns from 512 KiB)
 and any history transaction over 4 MiB. A payload over the limit is not refused at the
 door: it fails the workflow task that tries to write it, and the SDK retries that task
-forever, so the decision is wedged. The limits below are chosen so that the largest
-input accepted anywhere cannot produce such a payload on any path a decision takes.
+forever, so the decision is wedged. The limits below keep the largest accepted input
+well inside those limits on the common path (submit, edit and approve, execute), and
+inside them on the longer ones as far as input limits can (see below).
 
 Text is measured in bytes as it is stored: UTF-8 inside a JSON string, escapes included
 (``"\\u0000"`` is six bytes), because that is what lands in a payload. For ordinary text
@@ -27,16 +28,23 @@ most about 90 KiB all told):
   64 KiB): 3O + 2R + 64 + S = 384 + 32 + 64 + 15 = 495 KiB, under the 512 KiB warning;
 - ``record_decision``'s input is request + state: 346 + 495 = 841 KiB.
 
-The worst path any decision can take: three regenerations (four outputs in
-``attempts``), each after a rejection carrying a correct answer and a reason, then a
-provisional delivery revised by an edit (two deliveries and the final output), two
-approvers: 4(O + 2R) + 3(O + R) + 3O + 2R + 64 + S = 640 + 432 + 384 + 32 + 64 + 15 =
-1,567 KiB for the state and 1,913 KiB with the request: every payload stays under
-2 MiB. A workflow task writes at most one state (the last) or, while reviews arrive, the
-accepted updates (at most 10 in flight, the server's default: 10 x 223 KiB) and one
-activity input: under the 4 MiB transaction limit either way. One thing this budget
-cannot bound is the workflow keeping every refused review, reason and correct answer
-included, in ``DecisionState.reviews``; that is the workflow's to cap.
+Longer paths keep more: each attempt's output stays in ``attempts``, and each rejection
+keeps its correct answer and reason in ``reviews``. Three regenerations (four outputs),
+each after one rejection with a correct answer, then a provisional delivery revised by an
+edit (two deliveries and the final output), two approvers:
+4(O + 2R) + 3(O + R) + 3O + 2R + 64 + S = 640 + 432 + 384 + 32 + 64 + 15 = 1,567 KiB;
+with blind reviews of two where both reviewers reject each time, 1,999 KiB: under 2 MiB,
+just. Past that, input limits cannot help without crippling outputs: a policy may require
+up to five approvers, each blind rejection adds O + R (144 KiB), and the workflow keeps
+every refused review too, reason and correct answer included. Bounding those is the
+workflow's to do (keep one correct answer per attempt, cap refused reviews).
+``record_decision`` runs as a local activity, so its input (request + state) is never a
+payload on the server; for decisions that still schedule it, it is 346 + 495 KiB on the
+common path above.
+
+A workflow task writes at most one state (the last) or, while reviews arrive, the accepted
+updates (at most 10 in flight, the server's default: 10 x 223 KiB) and one activity
+input: under the 4 MiB transaction limit either way.
 
 An HTTP body may be larger than the fields it carries, since JSON may escape each
 non-ASCII character (a 4-byte character as a 12-byte surrogate pair): at three times
