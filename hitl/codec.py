@@ -28,7 +28,7 @@ is the SDK's: a signal's arguments that do not convert drop the signal (logged),
 decision goes on; an update is rejected before it reaches history; a workflow start
 fails that workflow.
 
-``HITL_CODEC_ACCEPT_CLEAR_UNTIL`` (an ISO 8601 UTC instant) accepts payloads in clear
+``HITL_CODEC_ACCEPT_CLEAR_UNTIL`` (an ISO 8601 instant with a time zone) accepts payloads in clear
 until then, for switching encryption on with decisions running: their histories began
 in clear. Set it past the end of the last decision that may meet a clear payload (its
 hard deadline): a payload accepted in clear and refused when its decision is replayed

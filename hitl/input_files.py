@@ -31,8 +31,7 @@ def read_text(source: str | Path, *, max_bytes: int, what: str,
         raise error(f"{source}: cannot read {what}: {exc.strerror or exc}",
                     field=field) from None
     if len(data) > max_bytes:
-        raise error(f"{source}: {what} is over {max_bytes} bytes; nothing was read from it",
-                    field=field)
+        raise error(f"{source}: {what} is over {max_bytes} bytes", field=field)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
