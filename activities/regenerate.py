@@ -25,13 +25,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.remote import Peer, post
+from hitl.limits import MAX_BODY_BYTES
 from hitl.outbound import DEFAULT_POLICY, OutboundClient, OutboundPolicy, Resolver, system_resolver
 from hitl.payloads import RegenerateInput, RegenerateResult
 
 REGENERATE_REJECTED_TYPE = "RegenerateRejected"
 REGENERATE_INVALID_TYPE = "RegenerateInvalid"
 TIMEOUT_SECONDS = 20.0
-MAX_RESPONSE_BYTES = 256 * 1024  # a result holds one output (<= 100,000 chars) and candidates
+MAX_RESPONSE_BYTES = MAX_BODY_BYTES  # any valid result (hitl.limits), however it is escaped
 INVALID = "regeneration endpoint answered with an invalid result"
 
 # Redirects are not followed (a misconfigured URL, or one pointing the worker

@@ -59,10 +59,11 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def _read_request(source: str) -> DecisionRequest:
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
-    except OSError as exc:
-        raise InputError(f"{source}: {exc.strerror}", field="file") from exc
+    from hitl.input_files import read_text
+    from hitl.limits import MAX_BODY_BYTES
+
+    text = read_text(source, max_bytes=MAX_BODY_BYTES, what="a decision request",
+                     stream=sys.stdin.buffer if source == "-" else None)
     try:
         return DecisionRequest.model_validate_json(text)
     except ValidationError as exc:
@@ -408,6 +409,19 @@ def _model(cls: type[BaseModel], **values: Any) -> Any:
 
 # -------------------------------------------------------------------- parser
 
+def _page_size(text: str) -> int:
+    """A ``--limit``: past ``MAX_OFFSET`` a store's integer overflows (a traceback)."""
+    from hitl.limits import MAX_OFFSET
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_OFFSET:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_OFFSET}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hitl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -481,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--zone")
     queue.add_argument("--risk")
     queue.add_argument("--task-type")
-    queue.add_argument("--limit", type=int, default=100)
+    queue.add_argument("--limit", type=_page_size, default=100)
     queue.add_argument("--source", choices=("store", "temporal"), default="store",
                        help="the store's review_queue table (fast; default) or Temporal "
                             "visibility (search attributes; reads every match)")
@@ -505,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     audits = sub.add_parser("audits", help="after-the-fact review of sampled AUTO_AUDIT decisions")
     audits_sub = audits.add_subparsers(dest="action", required=True)
     audit_pending = audits_sub.add_parser("pending", help="sampled audits waiting for a verdict")
-    audit_pending.add_argument("--limit", type=int, default=100)
+    audit_pending.add_argument("--limit", type=_page_size, default=100)
     audit_review = audits_sub.add_parser("review", help="record an auditor's verdict")
     audit_review.add_argument("decision_id")
     audit_review.add_argument("--reviewer", required=True)
@@ -533,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    for position, arg in enumerate(argv, start=1):
+        # Python hands undecodable bytes in argv over as lone surrogates, which fail
+        # later, deep in a serializer; say so now, for every command.
+        if not arg.isascii() and not _utf8(arg):
+            print(f"hitl: error: argument {position} is not UTF-8 text", file=sys.stderr)
+            return EXIT_BAD_INPUT
     if argv[:1] == ["calibrate"]:
         from hitl.cli_calibrate import run_calibrate
 
@@ -580,6 +600,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_input(exc: HitlError) -> bool:

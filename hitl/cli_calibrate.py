@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from hitl.errors import InputError
+from hitl.input_files import read_text
+from hitl.limits import MAX_DATA_FILE_BYTES
 
 if TYPE_CHECKING:
     from hitl.calibration import CertifiedThreshold, LabeledDecision, ReliabilityBin
@@ -60,12 +62,7 @@ def load_labeled(path: str | Path) -> list[LabeledDecision]:
     ignored. A bad row raises ``InputError`` naming its line and field.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}", field="input") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text", field="input") from exc
+    text = read_text(path, max_bytes=MAX_DATA_FILE_BYTES, what="labeled data", field="input")
     jsonl = path.suffix.lower() in _JSONL_SUFFIXES or (
         path.suffix.lower() != ".csv" and text.lstrip().startswith("{"))
     rows = _jsonl_rows(path, text) if jsonl else _csv_rows(path, text)

@@ -35,6 +35,7 @@ from hitl.connection import connect
 from hitl.content import Content
 from hitl.enums import DecisionStatus, Verdict
 from hitl.errors import (
+    PAYLOAD_REFUSED_TYPE,
     REVIEW_REFUSED_TYPE,
     DecisionClosed,
     DecisionConflict,
@@ -120,7 +121,12 @@ class HitlClient:
             description = await handle.describe()
         except RPCError as exc:
             raise _translate(exc, request.decision_id) from exc
-        existing = await description.memo_value(MEMO_DIGEST, default=None)
+        try:
+            existing = await description.memo_value(MEMO_DIGEST, default=None)
+        except ApplicationError as exc:  # started by a writer without the keys (hitl.codec)
+            if exc.type != PAYLOAD_REFUSED_TYPE:
+                raise
+            existing = None
         if existing != digest:
             raise DecisionConflict(
                 f"decision {request.decision_id} was already submitted with a different payload")

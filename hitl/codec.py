@@ -17,10 +17,24 @@ decryption picks the key named in the payload, so every key still listed in
 ``HITL_CODEC_KEYS`` keeps old histories readable. Remove a key only once no
 retained history was written with it.
 
-Payloads without the encrypted encoding pass through ``decode`` unchanged: histories
-written before encryption was switched on stay readable, and so does a signal sent
-in clear by a tool without the codec (``temporal workflow signal``). Anything that
-claims to be encrypted but cannot be decrypted raises, never decodes to garbage.
+A payload that arrives in clear is refused: only a holder of the keys writes payloads
+hitl acts on, so a signal or update sent by a tool without the codec (``temporal
+workflow signal``) cannot approve anything, nor can a workflow be started that way.
+Raising from ``decode`` would fail the workflow task, which the SDK retries forever,
+wedging the decision; so ``decode`` hands on a refusal marker instead (encoding
+``binary/refused-unencrypted``, the clear content dropped) that the payload converter
+(``RefusingPayloadConverter``) refuses to convert, with ``PayloadRefused``. What that does
+is the SDK's: a signal's arguments that do not convert drop the signal (logged), the
+decision goes on; an update is rejected before it reaches history; a workflow start
+fails that workflow.
+
+``HITL_CODEC_ACCEPT_CLEAR_UNTIL`` (an ISO 8601 instant with a time zone) accepts payloads in clear
+until then, for switching encryption on with decisions running: their histories began
+in clear. Set it past the end of the last decision that may meet a clear payload (its
+hard deadline): a payload accepted in clear and refused when its decision is replayed
+after the instant changes what the replay does. The codec server (``hitl.api.codec``)
+shows clear payloads as they are: showing is not acting on them. Anything that claims
+to be encrypted but cannot be decrypted raises, never decodes to garbage.
 
 Search attributes are not payloads and are not encrypted: the UI and the queue
 filter on them, so they hold only task type, risk, zone, status, confidence, SLA
@@ -31,18 +45,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import PayloadCodec
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import CompositePayloadConverter, EncodingPayloadConverter, PayloadCodec
+from temporalio.exceptions import ApplicationError
 
-from hitl.errors import HitlError, InputError
+from hitl.errors import PAYLOAD_REFUSED_TYPE, HitlError, InputError
 
 if TYPE_CHECKING:
     from hitl.settings import Settings
@@ -53,6 +71,14 @@ KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # 96 bits, GCM's native nonce size
 KEYS_SETTING = "HITL_CODEC_KEYS"
 KEY_ID_SETTING = "HITL_CODEC_KEY_ID"
+ACCEPT_CLEAR_SETTING = "HITL_CODEC_ACCEPT_CLEAR_UNTIL"
+REFUSED_ENCODING = b"binary/refused-unencrypted"
+REFUSED_METADATA = "refused-encoding"  # the clear payload's own encoding, for the record
+REFUSAL = ("refused a payload that arrived unencrypted: with HITL_CODEC_KEYS set, hitl acts "
+           "only on payloads encrypted with its keys (a tool without the codec, such as "
+           "`temporal workflow signal`, cannot reach a decision; HITL_CODEC_ACCEPT_CLEAR_UNTIL "
+           "accepts clear payloads while switching encryption on)")
+log = logging.getLogger("hitl.codec")
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -70,8 +96,9 @@ class PayloadTampered(CodecError):
 
 
 class CodecKeyError(InputError, ValueError):
-    """``HITL_CODEC_KEYS`` / ``HITL_CODEC_KEY_ID`` do not validate. Messages name the
-    setting and the key ID, never key material."""
+    """The codec settings (``HITL_CODEC_KEYS``, ``HITL_CODEC_KEY_ID``,
+    ``HITL_CODEC_ACCEPT_CLEAR_UNTIL``) do not validate. Messages name the setting and
+    the key ID, never key material."""
 
 
 def generate_key() -> str:
@@ -121,7 +148,8 @@ def _decode_key(key_id: str, encoded: str) -> bytes:
 class EncryptionCodec(PayloadCodec):
     """AES-GCM over whole payloads; encrypts with one key, decrypts with any known one."""
 
-    def __init__(self, keys: Mapping[str, bytes], *, current_key_id: str) -> None:
+    def __init__(self, keys: Mapping[str, bytes], *, current_key_id: str,
+                 accept_clear_until: datetime | None = None) -> None:
         if current_key_id not in keys:
             known = ", ".join(sorted(keys)) or "none"
             raise CodecKeyError(f"{KEY_ID_SETTING}: {current_key_id!r} is not among the keys "
@@ -130,7 +158,11 @@ class EncryptionCodec(PayloadCodec):
             if len(key) != KEY_BYTES:
                 raise CodecKeyError(f"{KEYS_SETTING}: key {key_id!r} must be {KEY_BYTES} bytes",
                                     field="codec_keys")
+        if accept_clear_until is not None and accept_clear_until.utcoffset() is None:
+            raise CodecKeyError(f"{ACCEPT_CLEAR_SETTING}: needs a time zone (2026-12-31T00:00Z)",
+                                field="codec_accept_clear_until")
         self.current_key_id = current_key_id
+        self.accept_clear_until = accept_clear_until
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
 
     @property
@@ -141,7 +173,19 @@ class EncryptionCodec(PayloadCodec):
         return [self.encrypt(payload) for payload in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [self.decrypt(payload) for payload in payloads]
+        return [self.admit(payload) for payload in payloads]
+
+    def admit(self, payload: Payload) -> Payload:
+        """What a worker or client may act on: the decrypted payload; one in clear only
+        until ``accept_clear_until``, else a refusal marker that converts to nothing."""
+        if payload.metadata.get("encoding") == ENCODING:
+            return self.decrypt(payload)
+        if self.accept_clear_until is not None and datetime.now(UTC) < self.accept_clear_until:
+            return payload
+        encoding = payload.metadata.get("encoding", b"")
+        log.warning("refused a payload that arrived unencrypted", extra={
+            "encoding": encoding.decode(errors="replace")[:100], "bytes": len(payload.data)})
+        return Payload(metadata={"encoding": REFUSED_ENCODING, REFUSED_METADATA: encoding[:100]})
 
     def encrypt(self, payload: Payload) -> Payload:
         key_id = self.current_key_id
@@ -152,7 +196,8 @@ class EncryptionCodec(PayloadCodec):
                        data=nonce + sealed)
 
     def decrypt(self, payload: Payload) -> Payload:
-        """The original payload; unencrypted ones are returned as they are."""
+        """The original payload; unencrypted ones are returned as they are (to show,
+        not to act on: ``admit`` decides that)."""
         if payload.metadata.get("encoding") != ENCODING:
             return payload
         key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode(errors="replace")
@@ -179,6 +224,32 @@ def _associated_data(key_id: str) -> bytes:
     return ENCODING + b"/" + key_id.encode()
 
 
+class RefusedPayloadConverter(EncodingPayloadConverter):
+    """Converts the codec's refusal marker to ``PayloadRefused``, and nothing to it.
+
+    An ``ApplicationError``, so that a workflow start refused this way fails that
+    workflow (the SDK fails the workflow, not the task, for such an error raised while
+    converting its input); a signal is dropped and an update rejected either way."""
+
+    @property
+    def encoding(self) -> str:
+        return REFUSED_ENCODING.decode()
+
+    def to_payload(self, value: Any) -> Payload | None:
+        return None
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        raise ApplicationError(REFUSAL, type=PAYLOAD_REFUSED_TYPE, non_retryable=True)
+
+
+class RefusingPayloadConverter(CompositePayloadConverter):
+    """The pydantic converter, plus the refusal marker's (``RefusedPayloadConverter``)."""
+
+    def __init__(self) -> None:
+        super().__init__(*PydanticPayloadConverter().converters.values(),
+                         RefusedPayloadConverter())
+
+
 def codec_from_settings(settings: Settings) -> EncryptionCodec | None:
     """The codec ``settings`` configure, or None when ``HITL_CODEC_KEYS`` is unset.
 
@@ -187,9 +258,11 @@ def codec_from_settings(settings: Settings) -> EncryptionCodec | None:
     because pydantic echoes a failing field's raw input, which would print the keys.
     """
     if settings.codec_keys is None:
-        if settings.codec_key_id is not None:
-            raise CodecKeyError(f"{KEY_ID_SETTING} is set but {KEYS_SETTING} is not",
-                                field="codec_keys")
+        for value, setting in ((settings.codec_key_id, KEY_ID_SETTING),
+                               (settings.codec_accept_clear_until, ACCEPT_CLEAR_SETTING)):
+            if value is not None:
+                raise CodecKeyError(f"{setting} is set but {KEYS_SETTING} is not",
+                                    field="codec_keys")
         return None
     keys = parse_keys(settings.codec_keys.get_secret_value())
     current = settings.codec_key_id
@@ -198,4 +271,5 @@ def codec_from_settings(settings: Settings) -> EncryptionCodec | None:
             raise CodecKeyError(f"{KEY_ID_SETTING}: required when {KEYS_SETTING} holds "
                                 f"several keys ({', '.join(keys)})", field="codec_key_id")
         current = next(iter(keys))
-    return EncryptionCodec(keys, current_key_id=current)
+    return EncryptionCodec(keys, current_key_id=current,
+                           accept_clear_until=settings.codec_accept_clear_until)

@@ -8,7 +8,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 
-from hitl.codec import codec_from_settings
+from hitl.codec import RefusingPayloadConverter, codec_from_settings
 from hitl.errors import TemporalUnavailable
 from hitl.settings import Settings
 from hitl.telemetry import worker_runtime
@@ -22,13 +22,16 @@ def data_converter(settings: Settings | None = None) -> DataConverter:
     payload too (``encode_common_attributes``): they can quote decision content (a
     validation error echoes its input, a refusal names the reviewer), and the server
     then shows "Encoded failure" while every client with the keys reads the message.
-    Failure types stay in clear, so callers still map errors by type.
+    Failure types stay in clear, so callers still map errors by type. A payload that
+    arrives in clear is refused (``hitl.codec``): the codec marks it and
+    ``RefusingPayloadConverter`` turns the mark into ``PayloadRefused``.
     """
     codec = codec_from_settings(settings) if settings is not None else None
     if codec is None:
         return pydantic_data_converter
     return dataclasses.replace(
         pydantic_data_converter, payload_codec=codec,
+        payload_converter_class=RefusingPayloadConverter,
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
 
 

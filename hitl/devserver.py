@@ -2,7 +2,8 @@
 
 ``hitl up`` runs it with a persistent SQLite database in the data directory,
 so decisions waiting for review survive a restart, and registers hitl's search
-attributes on every start (idempotent).
+attributes on every start (idempotent). The database and the log are readable by
+their owner only (``hitl.private_files``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from hitl import search_attributes as sa
 from hitl.errors import DevServerError
+from hitl.private_files import PRIVATE_UMASK, append_private, private_dir
 
 
 def find_binary(name: str) -> Path:
@@ -79,9 +81,11 @@ class DevServer:
         if port_open(self.host, self.port):
             raise DevServerError(
                 f"port {self.port} is already in use: stop that server or pass --temporal-port")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "temporal.log").open("ab")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        private_dir(self.data_dir)
+        with append_private(self.data_dir / "temporal.log") as log:
+            # umask 077: temporal.db (every decision's history) and its -wal/-shm are 0600.
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            umask=PRIVATE_UMASK)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -24,6 +24,7 @@ JUDGE_VERDICT_INVALID_TYPE = "JudgeVerdictInvalid"
 EXECUTION_REJECTED_TYPE = "ExecutionRejected"
 REVIEW_REFUSED_TYPE = "ReviewRefused"
 OUTBOUND_REFUSED_TYPE = "OutboundRefused"
+PAYLOAD_REFUSED_TYPE = "PayloadRefused"  # a payload in clear where encryption is on (hitl.codec)
 
 
 class HitlError(Exception):

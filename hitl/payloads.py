@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field, JsonValue
 
 from hitl.enums import DecisionStatus, ErrorCategory, ExecutionPhase, RefusalCode, RiskLevel
-from hitl.request import Action, Candidate, DecisionRequest, Probability
+from hitl.request import Action, Candidate, DecisionRequest, OutputText, Probability
 from hitl.review import ApproveInput, RejectInput, ReviewRecord
 from hitl.state import DecisionState
 
@@ -111,7 +111,7 @@ class RegenerateInput(BaseModel):
 class RegenerateResult(BaseModel):
     """The service's new output: screened again from the top, like the first one."""
 
-    output: str = Field(max_length=100_000)
+    output: OutputText
     confidence: Probability
     candidates: list[Candidate] = Field(default_factory=list, max_length=20)
     outcome: str | None = Field(default=None, max_length=200)

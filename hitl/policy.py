@@ -33,6 +33,8 @@ from hitl.cascade import Assessment, JudgeResult, Routing, SlaPolicy
 from hitl.durations import parse_duration
 from hitl.enums import LayerStatus, RiskLevel, Zone
 from hitl.errors import PolicyError
+from hitl.input_files import read_text
+from hitl.limits import MAX_BODY_BYTES
 from hitl.request import DecisionRequest
 from hitl.textfold import fold
 
@@ -270,11 +272,8 @@ def load_policy(path: Path | None = None) -> Policy:
         text = resources.files("hitl").joinpath("default_policy.toml").read_text()
         source = "built-in policy"
     else:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise PolicyError(
-                f"{path}: cannot read policy: {exc.strerror}", field="policy") from exc
+        text = read_text(path, max_bytes=MAX_BODY_BYTES, what="the policy", error=PolicyError,
+                         field="policy")
         source = str(path)
     try:
         data = tomllib.loads(text)

@@ -2,6 +2,9 @@
 
 Validation here is the first gate: a request that fails it never starts a
 workflow, and the error names the field (``action.target_url``, ``confidence``).
+Sizes are bounded in bytes as stored (``hitl.limits`` keeps the numbers and the
+budget they hold), and free-form JSON must be finite: pydantic would write NaN and
+Infinity as ``null``, silently changing what a reviewer approved.
 """
 
 from __future__ import annotations
@@ -9,10 +12,28 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticSerializationError, to_json
+
+from hitl.limits import (
+    MAX_CONTEXT_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_OUTPUT_BYTES,
+    MAX_PARAMS_BYTES,
+    MAX_REASON_BYTES,
+)
 
 DecisionId = Annotated[
     str,
@@ -26,13 +47,74 @@ DecisionId = Annotated[
 Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
+def stored_size(value: object) -> int:
+    """Bytes of ``value`` as compact JSON: what a Temporal payload holds of it."""
+    try:
+        return len(to_json(value))
+    except PydanticSerializationError:  # a str from bytes decoded with surrogateescape
+        raise ValueError("must be valid Unicode text (it holds an unpaired surrogate)"
+                         ) from None
+
+
+def _at_most(limit: int) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        size = stored_size(value) - 2  # the quotes
+        if size > limit:
+            raise ValueError(f"must be at most {limit} bytes (UTF-8, as JSON); got {size}")
+        return value
+    return check
+
+
+# max_length (characters) is a cheap first bound the schema can publish; bytes decide.
+OutputText = Annotated[str, Field(max_length=MAX_OUTPUT_BYTES, description=(
+    f"At most {MAX_OUTPUT_BYTES} bytes (UTF-8, as JSON).")), AfterValidator(
+    _at_most(MAX_OUTPUT_BYTES))]
+ReasonText = Annotated[str, Field(max_length=MAX_REASON_BYTES, description=(
+    f"At most {MAX_REASON_BYTES} bytes (UTF-8, as JSON).")), AfterValidator(
+    _at_most(MAX_REASON_BYTES))]
+
+
+def _finite_and_shallow(value: JsonValue) -> JsonValue:
+    """Refuse NaN and Infinity (stored as null) and nesting past ``MAX_JSON_DEPTH``."""
+    stack: list[tuple[JsonValue, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        where = f" (at {path})" if path else ""
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"must be a finite number, not NaN or Infinity{where}")
+        if isinstance(item, dict | list) and depth >= MAX_JSON_DEPTH:
+            raise ValueError(f"must nest at most {MAX_JSON_DEPTH} levels deep{where}")
+        children: list[tuple[str, JsonValue]] = (
+            list(item.items()) if isinstance(item, dict)
+            else [(str(index), child) for index, child in enumerate(item)]
+            if isinstance(item, list) else [])
+        stack.extend((child, f"{path}.{key}" if path else key, depth + 1)
+                     for key, child in children)
+    return value
+
+
+FiniteJson = Annotated[JsonValue, AfterValidator(_finite_and_shallow)]
+
+
+def _json_at_most(limit: int) -> Callable[[dict[str, JsonValue]], dict[str, JsonValue]]:
+    def check(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        size = stored_size(value)
+        if size > limit:
+            raise ValueError(f"must be at most {limit} bytes as JSON; got {size}")
+        return value
+    return check
+
+
 class Action(BaseModel):
     """The side effect the decision would cause, executed at most once."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
-    params: dict[str, JsonValue] = Field(default_factory=dict)
+    params: Annotated[dict[str, FiniteJson], AfterValidator(_json_at_most(MAX_PARAMS_BYTES))
+                      ] = Field(default_factory=dict, description=(
+                          f"At most {MAX_PARAMS_BYTES} bytes as JSON, {MAX_JSON_DEPTH} levels "
+                          "deep, numbers finite."))
     reversible: bool = Field(
         default=False,
         description="Only reversible outputs may be delivered provisionally on SLA expiry.",
@@ -88,9 +170,13 @@ class Candidate(BaseModel):
 
 
 class DecisionContext(BaseModel):
-    """What the risk modifiers read, plus free-form extras shown to reviewers."""
+    """What the risk modifiers read, plus free-form extras shown to reviewers.
+
+    At most ``MAX_CONTEXT_BYTES`` as JSON, extras included; each extra is finite
+    JSON nested at most ``MAX_JSON_DEPTH`` deep."""
 
     model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, FiniteJson] = Field(init=False)
 
     amount: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
     is_new_user: bool = False
@@ -104,6 +190,14 @@ class DecisionContext(BaseModel):
             raise ValueError("must be a finite number")
         return value
 
+    @model_validator(mode="after")
+    def _small_enough(self) -> DecisionContext:
+        size = stored_size(self)
+        if size > MAX_CONTEXT_BYTES:
+            raise ValueError(f"must be at most {MAX_CONTEXT_BYTES} bytes as JSON, extras "
+                             f"included; got {size}")
+        return self
+
 
 class DecisionRequest(BaseModel):
     """One AI decision submitted for routing."""
@@ -113,7 +207,7 @@ class DecisionRequest(BaseModel):
     decision_id: DecisionId
     task_type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     action: Action
-    output: str = Field(max_length=100_000, description="The model's response to deliver.")
+    output: OutputText = Field(description="The model's response to deliver.")
     confidence: Probability
     outcome: str | None = Field(
         default=None,

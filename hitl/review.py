@@ -15,7 +15,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from hitl.enums import DecisionStatus, ErrorCategory, RefusalCode, Verdict
-from hitl.request import Action
+from hitl.request import Action, OutputText, ReasonText
 
 
 class VerdictProof(BaseModel):
@@ -33,7 +33,7 @@ class ReviewInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reviewer: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")
-    reason: str = Field(default="", max_length=5000)
+    reason: ReasonText = ""
     request_id: str | None = Field(default=None, min_length=1, max_length=200)
     time_on_page_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     content_sha256: str | None = Field(
@@ -46,13 +46,13 @@ class ReviewInput(BaseModel):
 class ApproveInput(ReviewInput):
     """Approve as is, or with an edited output and/or action (edit-and-approve)."""
 
-    output: str | None = Field(default=None, max_length=100_000)
+    output: OutputText | None = None
     action: Action | None = None
     flag_for_monitoring: bool = False
 
 
 class RejectInput(ReviewInput):
-    correct_answer: str | None = Field(default=None, max_length=100_000)
+    correct_answer: OutputText | None = None
     error_category: ErrorCategory = ErrorCategory.OTHER
 
 

@@ -8,6 +8,7 @@ enters workflow history.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -96,6 +97,12 @@ class Settings(BaseSettings):
     codec_key_id: str | None = Field(
         default=None, description="The key new payloads are encrypted with (one of codec_keys; "
                                   "optional with a single key).")
+    codec_accept_clear_until: datetime | None = Field(
+        default=None, description="ISO 8601 instant with a time zone: until then, payloads "
+                                  "in clear are accepted (histories begun before encryption "
+                                  "was switched on); after it, and when unset, refused. Set "
+                                  "it past the hard deadline of every decision that may meet "
+                                  "one.")
     codec_cors_origins: str | None = Field(
         default=None, description="Comma-separated origins (the Temporal UI's) allowed to call "
                                   "the codec server.")

@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Column, Index, Text, UniqueConstraint, event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from hitl.audit_chain import EXECUTIONS, REVIEWS, genesis_hash, record_hash
 from hitl.errors import StoreError
+from hitl.private_files import private_dir, private_file
 
 T = TypeVar("T", bound=SQLModel)
 
@@ -147,9 +148,10 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL and a busy timeout so a worker's
     threads and a CLI can share one file without 'database is locked'."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            private_dir(Path(database).parent)  # the data dir: 0700 when we create it
+            private_file(Path(database))  # 0600; SQLite gives -wal and -shm the same mode
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -12,17 +12,19 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 from hitl import __version__
 from hitl.api import auth, routes_dashboard, routes_decisions, routes_queue
 from hitl.api.codec import codec_router
-from hitl.api.deps import Services
+from hitl.api.deps import Services, validation_error_response
 from hitl.api.models import Health, Vocabulary
 from hitl.api.queue import QueueSource, StoreQueue
 from hitl.client import HitlClient
@@ -35,6 +37,7 @@ from hitl.errors import (
     InputError,
     TemporalUnavailable,
 )
+from hitl.limits import MAX_BODY_BYTES, MAX_CODEC_BODY_BYTES
 from hitl.outbound import DEFAULT_POLICY, OutboundPolicy
 
 STATIC = Path(__file__).parent / "static"
@@ -71,7 +74,11 @@ def create_app(*, hitl: HitlClient, engine: Engine, queue: QueueSource | None = 
         summary="Durable human-in-the-loop approval for AI decisions, on Temporal.",
         description="Submit decisions, list the review queue, and approve or reject. "
                     "Reviewer endpoints take `Authorization: Bearer <reviewer token>` "
-                    "(or the review page's session cookie plus `X-CSRF-Token`).",
+                    "(or the review page's session cookie plus `X-CSRF-Token`). "
+                    f"A request body over {MAX_BODY_BYTES} bytes is refused with 413 before "
+                    "it is parsed.",
+        # Counted while the body is read (and from Content-Length, before): 413 unparsed.
+        max_body_size=MAX_BODY_BYTES,
     )
     app.state.services = Services(
         hitl=hitl, engine=engine, queue=queue or StoreQueue(engine),
@@ -83,9 +90,18 @@ def create_app(*, hitl: HitlClient, engine: Engine, queue: QueueSource | None = 
                     status.HTTP_500_INTERNAL_SERVER_ERROR)
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return validation_error_response(exc)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 413:  # by number, like 422 above
+            limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY, MAX_BODY_BYTES)
+            return JSONResponse({"detail": f"the request body is over {limit} bytes"},
+                                status_code=exc.status_code)
         headers = exc.headers or {}
         if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED and "Allow" in headers:
             exc.headers = {**headers, "Allow": _allowed(app, request.scope) or headers["Allow"]}
@@ -122,7 +138,8 @@ def create_app(*, hitl: HitlClient, engine: Engine, queue: QueueSource | None = 
     app.include_router(routes_dashboard.router)
     if hitl.temporal.data_converter.payload_codec is not None:
         app.include_router(codec_router(hitl.temporal.data_converter.payload_codec,
-                                        cors_origins=codec_cors_origins))
+                                        cors_origins=codec_cors_origins),
+                           max_body_size=MAX_CODEC_BODY_BYTES)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hitl.enums import ErrorCategory, RiskLevel, Zone
-from hitl.request import Action, DecisionRequest
+from hitl.request import Action, DecisionRequest, OutputText, ReasonText
 from hitl.state import DecisionState
 
 
@@ -24,7 +24,7 @@ class ReviewBody(BaseModel):
         description="The digest of the content you reviewed (`content.sha256` of the review "
                     "view). If the content up for approval has changed since, the answer is "
                     "409 and nothing is recorded: reload and look again.")
-    reason: str = Field(default="", max_length=5000)
+    reason: ReasonText = ""
     request_id: str | None = Field(
         default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$",
         description="Idempotency key chosen by the caller: a retry with the same key is "
@@ -50,7 +50,7 @@ class EditBody(ReviewBody):
         {"required": ["output"], "properties": {"output": {"type": "string"}}},
         {"required": ["action"], "properties": {"action": {"type": "object"}}}]})
 
-    output: str | None = Field(default=None, max_length=100_000)
+    output: OutputText | None = None
     action: Action | None = None
     flag_for_monitoring: bool = False
 
@@ -62,7 +62,7 @@ class EditBody(ReviewBody):
 
 
 class RejectBody(ReviewBody):
-    correct_answer: str | None = Field(default=None, max_length=100_000)
+    correct_answer: OutputText | None = None
     error_category: ErrorCategory = ErrorCategory.OTHER
 
 

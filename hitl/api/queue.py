@@ -24,6 +24,7 @@ from temporalio.client import Client
 from hitl import search_attributes as sa
 from hitl.client import QueueItem, queue_item, queue_sort_key, quote_query_value
 from hitl.enums import DecisionStatus, RiskLevel, Zone
+from hitl.limits import MAX_OFFSET
 from hitl.review_queue import as_queue_item, waiting_page
 
 WAITING = (DecisionStatus.PENDING_REVIEW.value, DecisionStatus.PROVISIONAL.value)
@@ -41,7 +42,7 @@ class QueueQuery(BaseModel):
     overdue: bool | None = Field(
         default=None, description="true: only overdue; false: only not overdue")
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)  # past it: a store's integer overflow
 
 
 class QueuePage(BaseModel):

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ from hitl.api.codec import parse_origins
 from hitl.codec import (
     ENCODING,
     KEY_ID_METADATA,
+    REFUSED_ENCODING,
+    REFUSED_METADATA,
     CodecKeyError,
     EncryptionCodec,
     PayloadTampered,
@@ -29,7 +32,7 @@ from hitl.codec import (
     parse_keys,
 )
 from hitl.connection import data_converter
-from hitl.errors import InputError
+from hitl.errors import PAYLOAD_REFUSED_TYPE, InputError
 from hitl.review import ApproveInput
 from hitl.settings import Settings
 
@@ -123,12 +126,41 @@ async def test_wrong_key_material_under_the_same_id_raises() -> None:
         await EncryptionCodec({"k1": _key()}, current_key_id="k1").decode([encrypted])
 
 
-async def test_unencrypted_payloads_pass_through_decode() -> None:
-    """Histories written before encryption was switched on still read."""
-    codec = EncryptionCodec({"k1": _key()}, current_key_id="k1")
+async def test_unencrypted_payloads_pass_through_decode_within_the_window() -> None:
+    """Histories written before encryption was switched on still read, until the
+    migration window (HITL_CODEC_ACCEPT_CLEAR_UNTIL) closes."""
+    codec = EncryptionCodec({"k1": _key()}, current_key_id="k1",
+                            accept_clear_until=datetime.now(UTC) + timedelta(hours=1))
     plain, binary = _plain(), Payload(metadata={"encoding": b"binary/null"})
     [encrypted] = await codec.encode([_plain("new")])
     assert await codec.decode([plain, encrypted, binary]) == [plain, _plain("new"), binary]
+
+
+@pytest.mark.parametrize("until", [None, datetime.now(UTC) - timedelta(seconds=1)],
+                         ids=["no-window", "window-closed"])
+async def test_unencrypted_payloads_decode_to_a_refusal(until: datetime | None) -> None:
+    """Refused without raising (that would fail the workflow task forever): the clear
+    content is dropped, and converting the marker raises PayloadRefused."""
+    codec = EncryptionCodec({"k1": _key()}, current_key_id="k1", accept_clear_until=until)
+    [encrypted] = await codec.encode([_plain("new")])
+    refused, decrypted = await codec.decode([_plain(), encrypted])
+    assert decrypted == _plain("new")
+    assert refused.metadata["encoding"] == REFUSED_ENCODING and refused.data == b""
+    assert refused.metadata[REFUSED_METADATA] == b"json/plain"
+    assert b"Quokka" not in refused.SerializeToString()
+    converter = data_converter(_settings(f"k1={generate_key()}"))
+    with pytest.raises(ApplicationError, match="arrived unencrypted") as caught:
+        converter.payload_converter.from_payloads([refused], [ApproveInput])
+    assert caught.value.type == PAYLOAD_REFUSED_TYPE and caught.value.non_retryable
+    assert codec.decrypt(_plain()) == _plain()  # shown as it is (the codec server)
+
+
+def test_the_window_needs_a_time_zone_and_keys() -> None:
+    with pytest.raises(CodecKeyError, match="HITL_CODEC_ACCEPT_CLEAR_UNTIL: needs a time zone"):
+        codec_from_settings(Settings(codec_keys=SecretStr(f"k1={generate_key()}"),
+                                     codec_accept_clear_until=datetime(2030, 1, 1)))
+    with pytest.raises(CodecKeyError, match="HITL_CODEC_ACCEPT_CLEAR_UNTIL is set but"):
+        codec_from_settings(Settings(codec_accept_clear_until=datetime(2030, 1, 1, tzinfo=UTC)))
 
 
 # ------------------------------------------------------------------ data converter

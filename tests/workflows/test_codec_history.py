@@ -17,6 +17,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -41,6 +42,7 @@ from hitl.connection import data_converter
 from hitl.devserver import DevServer
 from hitl.enums import DecisionStatus, RiskLevel, Zone
 from hitl.errors import ReviewRefused
+from hitl.limits import MAX_BODY_BYTES
 from hitl.request import DecisionRequest
 from hitl.review import ApproveInput
 from hitl.reviewers import add_reviewer, set_active
@@ -255,9 +257,13 @@ async def test_search_attributes_stay_in_clear_and_hold_no_content(
 
 
 async def test_decisions_waiting_when_encryption_is_switched_on_still_finish(
-        hitl_worker: WorkerFactory, codec_client: Client, client: Client) -> None:
+        hitl_worker: WorkerFactory, codec_settings: Settings, client: Client) -> None:
     """A history begun in clear is replayed by an encrypting worker and continued
-    encrypted: decode passes unencrypted payloads through."""
+    encrypted: within HITL_CODEC_ACCEPT_CLEAR_UNTIL, decode lets payloads in clear in."""
+    config = client.config()
+    config["data_converter"] = data_converter(codec_settings.model_copy(update={
+        "codec_accept_clear_until": datetime.now(UTC) + timedelta(hours=1)}))
+    codec_client = Client(**config)
     request = _moderation()
     async with hitl_worker() as plain:  # before: no keys
         await plain.submit(request)
@@ -458,3 +464,29 @@ async def test_dev_server_points_its_ui_at_the_codec_server(tmp_path: Path) -> N
     finally:
         await asyncio.to_thread(server.stop)
     assert "--ui-codec-endpoint" not in DevServer(data_dir=tmp_path).command()
+
+
+async def test_codec_server_takes_the_uis_large_batches_and_shows_clear_payloads(
+        hitl_worker: WorkerFactory, codec_client: Client, client: Client,
+        sqlite_engine: Engine) -> None:
+    """The API refuses bodies over MAX_BODY_BYTES; the codec server's are larger (the UI
+    sends whole events, payloads of up to 2 MiB, base64). A payload in clear is shown as
+    it is: the workers refuse to act on one, showing it reveals nothing the server lacks."""
+    with Session(sqlite_engine) as session:
+        token = add_reviewer(session=session, name="ops", risks=[RiskLevel.LOW])[1]
+    big = "x" * (MAX_BODY_BYTES + 100_000)
+    encrypted = await codec_client.data_converter.encode([big])
+    clear = Payload(metadata={"encoding": b"json/plain"}, data=b'"sent in clear"')
+    body = _as_ui_sends([*encrypted, clear])
+    async with hitl_worker(temporal=codec_client) as hitl, \
+            _codec_server(hitl, sqlite_engine) as http:
+        decoded = await http.post("/codec/decode", json=body, headers={
+            "X-Namespace": client.namespace, "Authorization": f"Bearer {token}"})
+        assert decoded.status_code == 200, decoded.text[:300]
+        plain = [Payload(metadata={k: _b64(v) for k, v in p["metadata"].items()},
+                         data=_b64(p["data"])) for p in decoded.json()["payloads"]]
+        assert await data_converter().decode(plain[:1], [str]) == [big]
+        assert plain[1] == clear
+        refused = await http.post("/api/decisions", content=json.dumps({"output": big}),
+                                  headers={"Content-Type": "application/json"})
+        assert refused.status_code == 413

@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from hitl.enums import DecisionStatus, ErrorCategory, ExecutionPhase, Zone
 from hitl.errors import ReviewRefused
+from hitl.limits import MAX_BODY_BYTES, MAX_OUTPUT_BYTES
 from hitl.request import DecisionRequest, Regenerate
 from hitl.review import ApproveInput, RejectInput
 from hitl.store import DecisionRecord, ExecutionRow
@@ -60,8 +61,12 @@ class Regenerator:
             self.bodies.append(body)
             if self.mode == "garbage":
                 return 200, b"<html>a new output, honest</html>"
-            if self.mode == "oversized":
-                return 200, json.dumps({"output": "x" * 300_000, "confidence": 0.9}).encode()
+            if self.mode == "oversized":  # a body over the response cap: not even parsed
+                return 200, json.dumps({"output": "x" * MAX_BODY_BYTES, "confidence": 0.9}
+                                       ).encode()
+            if self.mode == "overlong":  # an output over MAX_OUTPUT_BYTES in a small body
+                return 200, json.dumps({"output": "\U0001F600" * (MAX_OUTPUT_BYTES // 4 + 1),
+                                        "confidence": 0.9}, ensure_ascii=False).encode()
             if self.mode == "400":
                 return 400, b'{"error": "unknown decision"}'
             if key not in self._answers:
@@ -202,6 +207,7 @@ def _closed_port_url() -> str:
     ("down", "RuntimeError: regeneration endpoint unavailable"),
     ("garbage", "RegenerateInvalid: regeneration endpoint answered with an invalid result"),
     ("oversized", "RegenerateInvalid: regeneration endpoint answered with an invalid result"),
+    ("overlong", "RegenerateInvalid: regeneration endpoint answered with an invalid result"),
     ("400", "RegenerateRejected: regeneration endpoint refused the request"),
 ])
 async def test_a_failed_regeneration_ends_rejected(
