@@ -40,7 +40,7 @@ from hitl.content import Content
 from hitl.enums import ErrorCategory, LayerStatus, RefusalCode, RiskLevel, Verdict
 from hitl.identity import same_identity
 from hitl.payloads import AuthorizeResult
-from hitl.request import Action
+from hitl.request import Action, over_limits
 from hitl.review import ApproveInput, RejectInput, ReviewAck, ReviewRecord
 from hitl.state import DecisionState
 
@@ -142,6 +142,8 @@ def refusal(state: DecisionState, book: ReviewBook, ballot: Ballot,
     if state.zone is not None and not state.zone.needs_review:
         return RefusalCode.NOT_WAITING, (f"decision {state.decision_id} was routed "
                                          f"{state.zone.value} and is not waiting for review")
+    if (problem := over_limits(ballot.data)) is not None:
+        return RefusalCode.FORBIDDEN, problem
     if authorization is None or not authorization.allowed or authorization.reviewer is None:
         reason = authorization.reason if authorization else None
         code = authorization.code if authorization and authorization.code else (

@@ -50,17 +50,20 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
+from pydantic import TypeAdapter
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter, PydanticPayloadConverter
 from temporalio.converter import CompositePayloadConverter, EncodingPayloadConverter, PayloadCodec
 from temporalio.exceptions import ApplicationError
 
 from hitl.errors import PAYLOAD_REFUSED_TYPE, HitlError, InputError
+from hitl.request import STORED
 
 if TYPE_CHECKING:
     from hitl.settings import Settings
@@ -242,11 +245,34 @@ class RefusedPayloadConverter(EncodingPayloadConverter):
         raise ApplicationError(REFUSAL, type=PAYLOAD_REFUSED_TYPE, non_retryable=True)
 
 
+class StoredJSONConverter(PydanticJSONPlainPayloadConverter):
+    """The pydantic JSON converter, validating what it reads back as stored
+    (``hitl.request.STORED``): a decision accepted under earlier limits still replays."""
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        return _adapter(Any if type_hint is None else type_hint).validate_json(
+            payload.data, context=STORED)
+
+
+@lru_cache(maxsize=1024)
+def _cached_adapter(type_hint: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(type_hint)
+
+
+def _adapter(type_hint: Any) -> TypeAdapter[Any]:
+    try:
+        return _cached_adapter(type_hint)
+    except TypeError:  # an unhashable hint: not cached
+        return TypeAdapter(type_hint)
+
+
 class RefusingPayloadConverter(CompositePayloadConverter):
-    """The pydantic converter, plus the refusal marker's (``RefusedPayloadConverter``)."""
+    """The pydantic converter (reading as stored), plus the refusal marker's
+    (``RefusedPayloadConverter``)."""
 
     def __init__(self) -> None:
-        super().__init__(*PydanticPayloadConverter().converters.values(),
+        super().__init__(*(StoredJSONConverter() if isinstance(c, PydanticJSONPlainPayloadConverter)
+                           else c for c in PydanticPayloadConverter().converters.values()),
                          RefusedPayloadConverter())
 
 

@@ -22,6 +22,8 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -56,8 +58,22 @@ def stored_size(value: object) -> int:
                          ) from None
 
 
-def _at_most(limit: int) -> Callable[[str], str]:
-    def check(value: str) -> str:
+STORED = {"stored": True}
+"""Validation context for values read back from Temporal (``hitl.codec``): they were
+checked against the limits when they came in, and a decision accepted under earlier,
+looser limits must still replay, so the byte, depth and finiteness checks are skipped.
+New reviewer actions arriving through Temporal are held to the limits by the workflow
+(``hitl.approvals``), which calls ``over_limits``."""
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and info.context.get("stored") is True
+
+
+def _at_most(limit: int) -> Callable[[str, ValidationInfo], str]:
+    def check(value: str, info: ValidationInfo) -> str:
+        if _stored(info):
+            return value
         size = stored_size(value) - 2  # the quotes
         if size > limit:
             raise ValueError(f"must be at most {limit} bytes (UTF-8, as JSON); got {size}")
@@ -74,8 +90,10 @@ ReasonText = Annotated[str, Field(max_length=MAX_REASON_BYTES, description=(
     _at_most(MAX_REASON_BYTES))]
 
 
-def _finite_and_shallow(value: JsonValue) -> JsonValue:
+def _finite_and_shallow(value: JsonValue, info: ValidationInfo) -> JsonValue:
     """Refuse NaN and Infinity (stored as null) and nesting past ``MAX_JSON_DEPTH``."""
+    if _stored(info):
+        return value
     stack: list[tuple[JsonValue, str, int]] = [(value, "", 0)]
     while stack:
         item, path, depth = stack.pop()
@@ -96,8 +114,11 @@ def _finite_and_shallow(value: JsonValue) -> JsonValue:
 FiniteJson = Annotated[JsonValue, AfterValidator(_finite_and_shallow)]
 
 
-def _json_at_most(limit: int) -> Callable[[dict[str, JsonValue]], dict[str, JsonValue]]:
-    def check(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+def _json_at_most(limit: int) -> Callable[[dict[str, JsonValue], ValidationInfo],
+                                          dict[str, JsonValue]]:
+    def check(value: dict[str, JsonValue], info: ValidationInfo) -> dict[str, JsonValue]:
+        if _stored(info):
+            return value
         size = stored_size(value)
         if size > limit:
             raise ValueError(f"must be at most {limit} bytes as JSON; got {size}")
@@ -191,7 +212,9 @@ class DecisionContext(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _small_enough(self) -> DecisionContext:
+    def _small_enough(self, info: ValidationInfo) -> DecisionContext:
+        if _stored(info):
+            return self
         size = stored_size(self)
         if size > MAX_CONTEXT_BYTES:
             raise ValueError(f"must be at most {MAX_CONTEXT_BYTES} bytes as JSON, extras "
@@ -226,3 +249,15 @@ class DecisionRequest(BaseModel):
             data.pop("regenerate", None)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def over_limits(value: BaseModel) -> str | None:
+    """Why ``value`` (read back with ``STORED``) breaks the limits of new input, naming the
+    field, or None. The workflow asks this of reviewer actions that reach it directly."""
+    try:
+        type(value).model_validate(value.model_dump(mode="json", round_trip=True))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(root)"
+        return f"{where}: {first['msg']}"
+    return None

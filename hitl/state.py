@@ -78,3 +78,27 @@ class DecisionState(BaseModel):
     proposal: Content | None = None
     edit: Content | None = None
     refused: int = 0
+
+
+STATE_BUDGET = 1536 * 1024
+"""Bytes a finished decision's state may take as JSON (Temporal refuses a payload over
+2 MiB). The input limits keep the common paths far below it (``hitl.limits``); only a
+long chain of regenerations with blind rejections gets near, and ``compacted`` keeps even
+that under it."""
+
+
+def compacted(state: DecisionState, budget: int = STATE_BUDGET) -> DecisionState:
+    """``state`` for the record: the content up for approval dropped (the deliveries and
+    attempts say what ran and what was proposed), and, if it is still over ``budget``,
+    the outputs and correct answers of earlier attempts cut (the store's review rows and
+    the history keep them whole)."""
+    state.proposal = state.edit = None
+    if len(state.model_dump_json()) <= budget:
+        return state
+    note = "[cut from the final state: see the store's reviews and the history]"
+    for attempt in state.attempts[:-1]:
+        attempt.output = note
+    for review in state.reviews:
+        if review.attempt < state.attempt and review.correct_answer is not None:
+            review.correct_answer = note
+    return state

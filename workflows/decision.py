@@ -68,10 +68,10 @@ with workflow.unsafe.imports_passed_through():
         queue_entry,
     )
     from hitl.policy import route
-    from hitl.request import Action, DecisionRequest
+    from hitl.request import STORED, Action, DecisionRequest, over_limits
     from hitl.review import ApproveInput, RejectInput, ReviewAck, ReviewRecord
     from hitl.review_policy import blind_view, render_details
-    from hitl.state import Attempt, DecisionState, Delivery
+    from hitl.state import Attempt, DecisionState, Delivery, compacted
     from hitl.summaries import summary_for
     from workflows import options
 
@@ -157,6 +157,7 @@ class DecisionWorkflow:
             await self._screen_and_decide()
 
         state.finished_at = workflow.now()
+        compacted(state)
         self._count(metrics.DECISIONS, outcome=state.status.value, task_type=state.task_type)
         self._details("finished")
         self._upsert()
@@ -552,6 +553,8 @@ class DecisionWorkflow:
         if self._bound and content is not None and data.content_sha256 != content.sha256:
             raise _refused(RefusalCode.CONTENT_CHANGED, approvals.refusal_text_changed(
                 content, data.content_sha256))
+        if self._bound and (problem := over_limits(data)) is not None:
+            raise _refused(RefusalCode.FORBIDDEN, problem)
 
     async def _review_or_raise(self, verdict: Verdict,
                                data: ApproveInput | RejectInput) -> ReviewAck:
@@ -871,7 +874,9 @@ def _signal_payload(name: str, args: Sequence[Any],
     try:
         if isinstance(value, RawValue):
             value = workflow.payload_converter().from_payload(value.payload)
-        return model.model_validate(value)
+        # As stored: the limits of new input are the workflow's to apply (hitl.approvals),
+        # so a signal accepted under earlier limits replays as it ran.
+        return model.model_validate(value, context=STORED)
     except (ValidationError, ValueError, TypeError) as exc:
         workflow.logger.warning("dropped malformed %s signal: %s", name,
                                 str(exc).splitlines()[0][:200])
