@@ -169,8 +169,9 @@ async def run_up(settings: Settings, *, temporal_port: int, ui_port: int, demo: 
                      "  review page   not started: pip install -e '.[api]'\n")
                   + (f"  reviewer      'demo' may decide every risk level; token {token}\n"
                      if token else "")
-                  + "Review from another shell:  hitl queue | hitl status ID | "
-                  "hitl approve ID --reviewer demo\nCtrl-C stops.", flush=True)
+                  + "Review from another shell:  hitl queue | hitl status ID (its content "
+                  "line gives DIGEST) |\n  HITL_REVIEWER_TOKEN=<demo's token> hitl approve ID "
+                  "--reviewer demo --digest DIGEST\nCtrl-C stops.", flush=True)
             demo_task = None
             if demo:
                 hitl = HitlClient(client, task_queue=settings.task_queue)

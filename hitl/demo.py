@@ -17,11 +17,12 @@ from sqlmodel import Session
 
 from hitl.audits import pending_audits, record_audit_verdict
 from hitl.client import HitlClient
+from hitl.content import Content
 from hitl.enums import DecisionStatus, ErrorCategory, RiskLevel, Verdict
 from hitl.errors import HitlError
 from hitl.request import DecisionRequest
 from hitl.review import ApproveInput, RejectInput
-from hitl.reviewers import add_reviewer, list_reviewers
+from hitl.reviewers import add_reviewer, list_reviewers, rotate_token
 
 Spec = Callable[[random.Random, int], dict[str, Any]]
 
@@ -123,13 +124,19 @@ _REJECTIONS: dict[str, tuple[ErrorCategory, str | None]] = {
 }
 
 
-def ensure_demo_reviewers(engine: Engine) -> None:
-    """Two simulated reviewers with every role (two, for four-eyes decisions)."""
+def ensure_demo_reviewers(engine: Engine) -> dict[str, str]:
+    """Two simulated reviewers with every role (two, for four-eyes decisions); returns
+    their tokens, issued anew on every run (they sign like any reviewer)."""
+    tokens: dict[str, str] = {}
     with Session(engine) as session:
         known = {reviewer.name for reviewer in list_reviewers(session=session)}
         for name in DEMO_REVIEWERS:
-            if name not in known:
-                add_reviewer(session=session, name=name, risks=list(RiskLevel))
+            if name in known:
+                tokens[name] = rotate_token(session=session, name=name)[1]
+            else:
+                tokens[name] = add_reviewer(session=session, name=name,
+                                            risks=list(RiskLevel))[1]
+    return tokens
 
 
 async def review_demo(hitl: HitlClient, engine: Engine, requests: Sequence[DecisionRequest], *,
@@ -138,7 +145,7 @@ async def review_demo(hitl: HitlClient, engine: Engine, requests: Sequence[Decis
     (those stay for the person trying hitl), and give a verdict on every sampled audit:
     so ``hitl metrics`` and the dashboard show review figures after a demo run.
     Returns how many reviews were given. Verdicts are seeded: about 80% approvals."""
-    ensure_demo_reviewers(engine)
+    tokens = ensure_demo_reviewers(engine)
     rng, given = random.Random(seed), 0
     ana, ben = DEMO_REVIEWERS
     for request in requests[:max(len(requests) - leave, 0)]:
@@ -150,19 +157,23 @@ async def review_demo(hitl: HitlClient, engine: Engine, requests: Sequence[Decis
             continue
         await asyncio.sleep(pause)
         seconds = round(rng.uniform(4, 25), 1)  # a simulated time on the page
+        shown = (state.edit or state.proposal or Content.of(request.output, request.action))
         try:
             if rng.random() < 0.2:
                 category, answer = _REJECTIONS.get(request.task_type,
                                                    (ErrorCategory.OTHER, None))
+                who = rng.choice(DEMO_REVIEWERS)
                 await hitl.reject(request.decision_id, RejectInput(
-                    reviewer=rng.choice(DEMO_REVIEWERS), reason="demo: the model got this wrong",
+                    reviewer=who, reason="demo: the model got this wrong",
                     correct_answer=answer, error_category=category,
-                    time_on_page_seconds=seconds))
+                    time_on_page_seconds=seconds, content_sha256=shown.sha256),
+                    token=tokens[who])
                 given += 1
                 continue
             for reviewer in (ana, ben)[:max(state.approvals_required, 1)]:
                 await hitl.approve(request.decision_id, ApproveInput(
-                    reviewer=reviewer, reason="demo: looks right", time_on_page_seconds=seconds))
+                    reviewer=reviewer, reason="demo: looks right", time_on_page_seconds=seconds,
+                    content_sha256=shown.sha256), token=tokens[reviewer])
                 given += 1
         except HitlError:  # decided or closed meanwhile (e.g. by the person trying hitl)
             continue

@@ -326,7 +326,12 @@ async def test_hitl_up_serves_the_ui_read_only(tmp_path: Path) -> None:
         assert '"temporal ui write refused"' in up.stderr.read_text()
 
         # A real review closes the decision: whatever reached it is in its history now.
-        await up.hitl.reject(decision_id, RejectInput(reviewer="demo", reason="checked"))
+        token = re.search(r"token (hitl_\S+)", up.banner)  # demo's, printed once
+        assert token is not None, up.banner
+        shown = await up.hitl.content(decision_id)
+        await up.hitl.reject(decision_id, RejectInput(
+            reviewer="demo", reason="checked", content_sha256=shown.sha256),
+            token=token.group(1))
         assert (await up.hitl.wait(decision_id, timeout=20)).status is DecisionStatus.REJECTED
         assert await signals(up.client, decision_id) == []
         state = await up.hitl.status(decision_id)

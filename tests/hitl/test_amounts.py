@@ -120,7 +120,9 @@ def test_a_missing_amount_is_no_amount() -> None:
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    # Non-finite floats are refused when a request is built (hitl.request): not here.
+    st.none() | st.booleans() | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                max_size=3),
     max_leaves=6)
@@ -230,6 +232,7 @@ def test_stored_versions_keep_their_digest_while_the_paths_are_the_default() -> 
     (hitl.policy_versions refuses a body that does not); other paths change the digest."""
     data = POLICY.model_dump(mode="json")
     del data["risk"]["amount_paths"]
+    del data["review"]["token_lifetime"]  # added since, as amount_paths was
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
     assert parse_policy(data).full_version == POLICY.full_version == f"default-1+{digest}"
     custom = policy_with(risk={"amount_paths": ["action.params.amount"]})

@@ -31,6 +31,7 @@ from hitl.state import DecisionState, Delivery
 from hitl.store import ExecutionRow, ReviewRow, session_scope
 from tests.conftest import WorkerFactory, register_reviewers
 from tests.factories import make_request
+from tests.reviewing import approve, reject
 
 pytestmark = pytest.mark.timeout(90)
 AT = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -224,10 +225,10 @@ async def test_decisions_run_by_the_worker_verify_and_their_deletion_is_named(
     async with hitl_worker(engine=engine) as hitl:
         for request in (auto, approved, rejected, provisional):
             await hitl.submit(request)
-        await hitl.approve(approved.decision_id, ApproveInput(reviewer="exp-ann", reason="ok"))
-        await hitl.reject(rejected.decision_id, RejectInput(reviewer="exp-ann", reason="no"))
+        await approve(hitl, approved.decision_id, ApproveInput(reviewer="exp-ann", reason="ok"))
+        await reject(hitl, rejected.decision_id, RejectInput(reviewer="exp-ann", reason="no"))
         await until_status(hitl, provisional.decision_id, DecisionStatus.PROVISIONAL)
-        await hitl.approve(provisional.decision_id, ApproveInput(reviewer="exp-ann"))
+        await approve(hitl, provisional.decision_id, ApproveInput(reviewer="exp-ann"))
         finals = {r.decision_id: await hitl.wait(r.decision_id, timeout=30)
                   for r in (auto, approved, rejected, provisional)}
     assert [f.status for f in finals.values()] == [

@@ -15,6 +15,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from hitl.enums import DecisionStatus
 from tests.conftest import BIN, WorkerFactory
 from tests.factories import make_request
+from tests.reviewing import token_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -100,12 +101,20 @@ async def test_submit_status_queue_approve_round_trip(cli_env: dict[str, str],
             assert [i["decision_id"] for i in listed] == [request.decision_id], source
             assert listed[0]["zone"] == "queue" and listed[0]["status"] == "pending_review"
 
+        # The content up for approval and its digest, as a reviewer reads them.
+        code, out, _ = await hitl("status", request.decision_id, env=cli_env)
+        [line] = [line for line in out.splitlines() if line.startswith("content")]
+        digest = re.search(r"--digest ([0-9a-f]{16})", line)
+        assert code == 0 and digest is not None, out
         code, out, err = await hitl("reject", request.decision_id, "--reviewer", "rita",
-                                    "--reason", "x", "--category", "bogus", env=cli_env)
+                                    "--reason", "x", "--category", "bogus", "--digest",
+                                    digest.group(1), env={**cli_env, "HITL_REVIEWER_TOKEN":
+                                                          token_for("rita")})
         assert code == 2 and "error_category" in err
 
         code, out, err = await hitl("approve", request.decision_id, "--reviewer", "alice",
-                                    "--reason", "looks right", env=cli_env)
+                                    "--reason", "looks right", "--digest", digest.group(1),
+                                    env={**cli_env, "HITL_REVIEWER_TOKEN": token_for("alice")})
         assert code == 0 and "approve accepted" in out, err
 
         for _ in range(100):

@@ -24,7 +24,7 @@ from hitl.settings import Settings
 from hitl.state import DecisionState
 from tests.conftest import WorkerFactory
 from tests.factories import make_request
-from tests.reviewing import approve
+from tests.reviewing import token_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,8 +70,10 @@ async def test_submit_approve_then_wait(hitl_worker: WorkerFactory, settings: Se
             _until(lambda: request.decision_id in [
                 item.decision_id for item in hitl.pending(task_type=request.task_type,
                                                           zone="queue", limit=500)])
-            ack = approve(hitl, request.decision_id,
-                               ApproveInput(reviewer="alice", reason="looks right"))
+            shown = hitl.content(request.decision_id)
+            ack = hitl.approve(request.decision_id, ApproveInput(
+                reviewer="alice", reason="looks right", content_sha256=shown.sha256),
+                token=token_for("alice"))
             assert not submission.attached and again.attached
             return again.attached, ack.accepted, hitl.wait(request.decision_id, timeout=20)
 

@@ -24,9 +24,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from hitl import proofs
 from hitl.client import HitlClient
 from hitl.codec import REFUSAL, generate_key
 from hitl.connection import data_converter
+from hitl.content import content_sha256
 from hitl.enums import DecisionStatus, Verdict
 from hitl.errors import PAYLOAD_REFUSED_TYPE, DecisionConflict
 from hitl.request import DecisionRequest
@@ -34,6 +36,7 @@ from hitl.review import ApproveInput
 from hitl.settings import Settings
 from tests.conftest import WorkerFactory
 from tests.factories import make_request
+from tests.reviewing import approve, token_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -108,7 +111,7 @@ async def test_a_clear_signal_is_dropped_and_the_decision_still_completes(
         assert isinstance(cause, ApplicationError) and cause.type == PAYLOAD_REFUSED_TYPE
 
         # The decision is still alive: a proper (encrypted) approval decides it.
-        ack = await hitl.approve(request.decision_id, ApproveInput(reviewer="bob", reason="ok"))
+        ack = await approve(hitl, request.decision_id, ApproveInput(reviewer="bob", reason="ok"))
         assert ack.accepted
         state = await hitl.wait(request.decision_id, timeout=30)
     assert state.status is DecisionStatus.EXECUTED
@@ -150,8 +153,12 @@ async def test_within_the_migration_window_a_clear_signal_is_accepted(
     async with hitl_worker(temporal=codec_client) as hitl:
         await hitl.submit(request)
         await _waiting(hitl, request.decision_id)
+        signed = proofs.sign(ApproveInput(
+            reviewer="bob", reason="sent in clear", request_id="clear-2",
+            content_sha256=content_sha256(request.output, request.action)),
+            decision_id=request.decision_id, verdict=Verdict.APPROVE, token=token_for("bob"))
         await client.get_workflow_handle(request.decision_id).signal(
-            "approve", {"reviewer": "bob", "reason": "sent in clear", "request_id": "clear-2"})
+            "approve", signed.model_dump(mode="json", exclude_none=True))
         state = await hitl.wait(request.decision_id, timeout=30)
     assert state.status is DecisionStatus.EXECUTED
     assert [(r.reviewer, r.reason) for r in state.reviews] == [("bob", "sent in clear")]

@@ -99,8 +99,10 @@ def _largest_edit(target_url: str) -> dict[str, Any]:
 
 
 async def edit_and_approve(api: Api, decision_id: str, body: dict[str, Any]) -> httpx.Response:
-    """The reviewer's edit-and-approve call: the one place that knows its shape."""
-    return await api.http.post(f"/api/decisions/{decision_id}/edit", json=body,
+    """The reviewer's edit-and-approve call: the one place that knows its shape (it
+    names the content shown; the API signs it as the reviewer)."""
+    return await api.http.post(f"/api/decisions/{decision_id}/edit",
+                               json={**await api.named(decision_id), **body},
                                headers=api.auth(REVIEWER))
 
 

@@ -29,6 +29,7 @@ from hitl.review import RejectInput
 from tests.conftest import WorkerFactory
 from tests.factories import make_request
 from tests.http_servers import Judge, LocalServer, Target
+from tests.reviewing import reject
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,7 +80,7 @@ async def test_a_regeneration_outside_the_allowlist_ends_rejected_and_sees_nothi
         request = make_request(confidence=0.4, regenerate={"url": f"{server.url}/regenerate"})
         async with hitl_worker(outbound_allow_hosts=ALLOW) as hitl:
             await hitl.submit(request)
-            await hitl.reject(request.decision_id, RejectInput(reviewer="bob", reason="no"))
+            await reject(hitl, request.decision_id, RejectInput(reviewer="bob", reason="no"))
             state = await hitl.wait(request.decision_id, timeout=20)
     assert state.status is DecisionStatus.REJECTED
     assert state.outcome == f"rejected: regeneration 1 failed: {REFUSED}"
@@ -96,7 +97,7 @@ async def test_a_judge_outside_the_allowlist_sends_the_decision_to_a_person(
             await hitl.submit(request)
             await _until_waiting(hitl, request.decision_id)
             state = await hitl.status(request.decision_id)
-            await hitl.reject(request.decision_id, RejectInput(reviewer="rita", reason="t"))
+            await reject(hitl, request.decision_id, RejectInput(reviewer="rita", reason="t"))
             await hitl.wait(request.decision_id, timeout=20)
     assert state.judge is not None and state.judge.status is LayerStatus.ERROR
     assert state.judge.reasons == [REFUSED]
