@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from hitl import search_attributes as sa  # noqa: E402
 from hitl.client import HitlClient  # noqa: E402
 from hitl.connection import data_converter  # noqa: E402
+from hitl.content import content_sha256  # noqa: E402
 from hitl.enums import ErrorCategory  # noqa: E402
 from hitl.policy import Policy, load_policy, parse_policy  # noqa: E402
 from hitl.review import ApproveInput, RejectInput  # noqa: E402
@@ -36,6 +37,7 @@ from hitl.store import init_store, make_engine  # noqa: E402
 from tests.conftest import register_reviewers  # noqa: E402
 from tests.factories import make_request  # noqa: E402
 from tests.http_servers import Judge, LocalServer  # noqa: E402
+from tests.reviewing import approve, reject, signal  # noqa: E402
 from worker.main import running_worker  # noqa: E402
 
 OUT = ROOT / "tests" / "histories"
@@ -77,7 +79,7 @@ async def auto_audit(hitl: HitlClient, env: WorkflowEnvironment) -> str:
 async def queue_rejected(hitl: HitlClient, env: WorkflowEnvironment) -> str:
     request = make_request(decision_id="replay-queue-rejected", confidence=0.4)
     await hitl.submit(request)
-    await hitl.reject(request.decision_id, RejectInput(
+    await reject(hitl, request.decision_id, RejectInput(
         reviewer="bob", reason="wrong", correct_answer="technical", request_id="r1",
         error_category=ErrorCategory.WRONG_LABEL))
     await hitl.wait(request.decision_id)
@@ -90,10 +92,10 @@ async def _four_eyes_with_refusal(hitl: HitlClient, decision_id: str) -> str:
                            action={"type": "delete_account", "params": {"account_id": "a"},
                                    "reversible": False})
     await hitl.submit(request)
-    await hitl.signal(request.decision_id, "approve", ApproveInput(reviewer="mallory",
+    await signal(hitl, request.decision_id, "approve", ApproveInput(reviewer="mallory",
                                                                    request_id="self"))
-    await hitl.approve(request.decision_id, ApproveInput(reviewer="alice", request_id="a1"))
-    await hitl.approve(request.decision_id, ApproveInput(reviewer="bob", request_id="b1"))
+    await approve(hitl, request.decision_id, ApproveInput(reviewer="alice", request_id="a1"))
+    await approve(hitl, request.decision_id, ApproveInput(reviewer="bob", request_id="b1"))
     await hitl.wait(request.decision_id)
     return request.decision_id
 
@@ -118,7 +120,7 @@ async def approval_folded(hitl: HitlClient, env: WorkflowEnvironment) -> str:
 async def judge_error(hitl: HitlClient, env: WorkflowEnvironment) -> str:
     request = make_request(decision_id="replay-judge-error", confidence=0.99)
     await hitl.submit(request)
-    await hitl.reject(request.decision_id, RejectInput(reviewer="bob", reason="x",
+    await reject(hitl, request.decision_id, RejectInput(reviewer="bob", reason="x",
                                                        request_id="r1"))
     await hitl.wait(request.decision_id)
     return request.decision_id
@@ -129,7 +131,7 @@ async def _rejected_after_provisional(hitl: HitlClient, env: WorkflowEnvironment
     request = make_request(decision_id=decision_id, confidence=0.5)
     await hitl.submit(request)
     await env.sleep(3700)
-    await hitl.signal(request.decision_id, "reject", RejectInput(
+    await signal(hitl, request.decision_id, "reject", RejectInput(
         reviewer="bob", reason="wrong", correct_answer="technical", request_id="r1"))
     await hitl.wait(request.decision_id)
     return request.decision_id
@@ -171,7 +173,7 @@ async def regenerated(hitl: HitlClient, env: WorkflowEnvironment) -> str:
         request = make_request(decision_id="replay-regenerated", confidence=0.4,
                                regenerate={"url": f"{server.url}/regenerate"})
         await hitl.submit(request)
-        await hitl.reject(request.decision_id, RejectInput(
+        await reject(hitl, request.decision_id, RejectInput(
             reviewer="bob", reason="technical ticket", correct_answer="technical",
             request_id="r1", error_category=ErrorCategory.WRONG_LABEL))
         await hitl.wait(request.decision_id)
@@ -181,11 +183,58 @@ async def regenerated(hitl: HitlClient, env: WorkflowEnvironment) -> str:
 async def blind_double_review(hitl: HitlClient, env: WorkflowEnvironment) -> str:
     request = make_request(decision_id="replay-blind", confidence=0.4)
     await hitl.submit(request)
-    await hitl.reject(request.decision_id, RejectInput(reviewer="bob", reason="no",
+    await reject(hitl, request.decision_id, RejectInput(reviewer="bob", reason="no",
                                                        request_id="r1"))
-    await hitl.approve(request.decision_id, ApproveInput(reviewer="alice", request_id="a1"))
+    await approve(hitl, request.decision_id, ApproveInput(reviewer="alice", request_id="a1"))
     await hitl.wait(request.decision_id)
     return request.decision_id
+
+
+async def bound_four_eyes_edit(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    """Reviews bound to content and proven (FOLDED_BOUND): an unproven signal and the
+    requester refused, one approval, an edit screened again (its own approvals), and the
+    edit approved by a second reviewer."""
+    request = make_request(decision_id="replay-bound-edit", task_type="refund_request",
+                           confidence=0.5, context={"amount": 20_000, "requested_by": "mallory"},
+                           action={"type": "refund", "params": {"amount": 20_000},
+                                   "reversible": False})
+    await hitl.submit(request)
+    shown = content_sha256(request.output, request.action)
+    await hitl.temporal.get_workflow_handle(request.decision_id).signal("approve", {
+        "reviewer": "alice", "request_id": "forged", "content_sha256": shown})
+    await signal(hitl, request.decision_id, "approve", ApproveInput(reviewer="mallory",
+                                                                     request_id="self"))
+    await approve(hitl, request.decision_id, ApproveInput(reviewer="alice", request_id="a1"))
+    await approve(hitl, request.decision_id, ApproveInput(
+        reviewer="bob", request_id="b1", content_sha256=shown,
+        action=request.action.model_copy(update={"params": {"amount": 15_000}})))
+    await approve(hitl, request.decision_id, ApproveInput(reviewer="alice", request_id="a2"))
+    await hitl.wait(request.decision_id)
+    return request.decision_id
+
+
+async def bound_regenerated(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    """``regenerated`` with bound reviews: the rejection names the first output."""
+    with LocalServer(regenerator) as server:
+        request = make_request(decision_id="replay-bound-regenerated", confidence=0.4,
+                               regenerate={"url": f"{server.url}/regenerate"})
+        await hitl.submit(request)
+        await reject(hitl, request.decision_id, RejectInput(
+            reviewer="bob", reason="technical ticket", correct_answer="technical",
+            request_id="r1", error_category=ErrorCategory.WRONG_LABEL))
+        await hitl.wait(request.decision_id)
+    return request.decision_id
+
+
+async def bound_after_upgrade(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    """A decision started without FOLDED_BOUND (left inactive, as during a rolling
+    upgrade) and reviewed after: BOUND is asked when the review arrives."""
+    return await _four_eyes_with_refusal(hitl, "replay-bound-after-upgrade")
+
+
+async def bound_provisional_revised(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    """``provisional_folded`` with bound reviews."""
+    return await _rejected_after_provisional(hitl, env, "replay-bound-provisional")
 
 
 def blind_policy() -> Policy:
@@ -223,6 +272,8 @@ async def main() -> None:
         await record(env, [auto, auto_recorded_locally, auto_folded, auto_audit,
                            queue_rejected, escalate_approved_with_refusal,
                            approval_written_with_execution, approval_folded, regenerated])
+        await record(env, [bound_four_eyes_edit, bound_regenerated])
+        await record(env, [bound_after_upgrade], inactive_patches="folded-2026-12")
         await record(env, [blind_double_review], policy=blind_policy())
         judge = Judge()
         judge.mode = "garbage"
@@ -233,7 +284,8 @@ async def main() -> None:
             data_converter=converter) as env:
         await sa.register(env.client)
         await record(env, [provisional_revised, provisional_revision_with_review,
-                           provisional_folded, irreversible_expired])
+                           provisional_folded, irreversible_expired,
+                           bound_provisional_revised])
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def test_histories_cover_every_path() -> None:
             "escalate_approved_with_refusal", "regenerated", "blind_double_review",
             "judge_error", "provisional_revised", "irreversible_expired",
             "approval_written_with_execution", "provisional_revision_with_review",
-            "auto_folded", "approval_folded", "provisional_folded"} <= names
+            "auto_folded", "approval_folded", "provisional_folded", "bound_four_eyes_edit",
+            "bound_regenerated", "bound_after_upgrade", "bound_provisional_revised"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
