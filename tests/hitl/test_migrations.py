@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -82,3 +83,31 @@ def test_upgrading_a_populated_older_schema_keeps_its_data(tmp_path: Path) -> No
     assert "review_queue" in inspect(engine).get_table_names()
     with Session(engine) as session:
         assert [r.decision_id for r in session.exec(select(ExecutionRow)).all()] == ["old"]
+
+
+def test_reviewers_from_before_keys_keep_working_and_get_identity_keys(
+        tmp_path: Path) -> None:
+    """0006 on a registry written by 0005's code: names keep their tokens, gain identity
+    keys (a look-alike of one can no longer be added), and their public key arrives
+    with their next sign-in."""
+    from hitl.errors import InputError
+    from hitl.reviewers import add_reviewer, authenticate, get_reviewer, hash_token
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0005")
+        connection.execute(text(
+            "INSERT INTO reviewers (name, token_sha256, risks, active, created_at) VALUES "
+            "('Carol', :digest, 'low,medium', 1, :at)"),
+            {"digest": hash_token("hitl_old-token-from-before-keys-0123456789"),
+             "at": datetime.now(UTC).isoformat(sep=" ")})
+    init_store(engine)
+    with Session(engine) as session:
+        old = get_reviewer(session=session, name="carol")
+        assert old is not None and old.name == "Carol" and old.verify_key is None
+        assert old.token_expires_at is None
+        with pytest.raises(InputError):
+            add_reviewer(session=session, name="c\u0430rol", risks=[])  # Cyrillic а
+        signed_in = authenticate(session=session,
+                                 token="hitl_old-token-from-before-keys-0123456789")
+        assert signed_in is not None and signed_in.verify_key is not None
