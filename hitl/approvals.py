@@ -44,10 +44,11 @@ from hitl.request import Action, over_limits
 from hitl.review import ApproveInput, RejectInput, ReviewAck, ReviewRecord
 from hitl.state import DecisionState
 
-MAX_KEPT_REFUSALS = 10  # refused actions kept whole(ish) per decision; the rest counted
-MAX_EDITS_PER_ATTEMPT = 20
+MAX_KEPT_REFUSALS = 10  # refused actions kept (truncated) per decision; the rest counted
+MAX_EDITS_PER_ATTEMPT = 10
 MAX_ACKS = 1024  # remembered answers, for duplicate deliveries
 TRUNCATED = 200  # characters kept of a refused action's free text
+KEPT_TEXT = 1000  # characters of an accepted action's reason and correct answer in the state
 
 Refusal = tuple[RefusalCode, str]
 
@@ -81,6 +82,9 @@ class ReviewBook:
     approved: Content | None = None  # what runs when ``verdict`` approves
     blind_edits: dict[str, Content | None] = field(default_factory=dict)
     edits: int = 0
+    # This attempt's accepted actions whole (the state keeps them shortened, the store whole):
+    # a rejection's correct answer goes back to the service from here.
+    accepted: list[ReviewRecord] = field(default_factory=list)
     # Decisions reviewed before content binding: the edit that runs, the blind approvals.
     legacy_edit: ApproveInput | None = None
     legacy_blind_inputs: dict[str, ApproveInput] = field(default_factory=dict)
@@ -109,6 +113,7 @@ class ReviewBook:
         """Everything reviews decided is per output: forget it for the next one."""
         self.verdict, self.approved, self.legacy_edit = None, None, None
         self.blind_edits, self.legacy_blind_inputs, self.edits = {}, {}, 0
+        self.accepted = []
 
     def new_attempt(self, state: DecisionState, proposal: Content) -> None:
         """Start over with ``proposal`` up for approval."""
@@ -144,6 +149,10 @@ def refusal(state: DecisionState, book: ReviewBook, ballot: Ballot,
                                          f"{state.zone.value} and is not waiting for review")
     if (problem := over_limits(ballot.data)) is not None:
         return RefusalCode.FORBIDDEN, problem
+    if ballot.data.request_id is None:
+        # Without one, a proven action replayed from history would be a new action.
+        return RefusalCode.FORBIDDEN, ("request_id is required: a unique ID per action, "
+                                       "signed with it (hitl and the API set one)")
     if authorization is None or not authorization.allowed or authorization.reviewer is None:
         reason = authorization.reason if authorization else None
         code = authorization.code if authorization and authorization.code else (
@@ -265,6 +274,7 @@ def take(state: DecisionState, book: ReviewBook, record: ReviewRecord, ballot: B
         return _take_blind(state, book, record, ballot)
     content = current_content(state)
     assert content is not None  # refusal() checked it names this content
+    record.edited = False  # an "edit" that changes nothing approves what is up
     if record.verdict is Verdict.REJECT:
         book.verdict = record
         return "reject accepted"
@@ -314,7 +324,7 @@ def _take_blind(state: DecisionState, book: ReviewBook, record: ReviewRecord,
                 "an independent reviewer decides too")
     rejection = next((r for r in verdicts if r.verdict is Verdict.REJECT), None)
     if rejection is not None:
-        book.verdict = rejection
+        book.verdict = whole(book, rejection, record)
         return (f"{record.verdict.value} recorded; blind double review rejected "
                 f"(rejected by {rejection.reviewer})")
     edits = [e for r in verdicts if (e := book.blind_edits.get(r.request_id)) is not None]
@@ -330,29 +340,53 @@ def _take_blind(state: DecisionState, book: ReviewBook, record: ReviewRecord,
     return "approve accepted"
 
 
-def keep(state: DecisionState, record: ReviewRecord) -> bool:
-    """Add ``record`` to the decision's reviews; False when a refusal is only counted.
+def keep(state: DecisionState, book: ReviewBook, record: ReviewRecord) -> bool:
+    """Add ``record`` to the decision's reviews; False when a refusal is only counted
+    (then it is not written to the store either).
 
-    Accepted actions are bounded by the policy (approvers, edits per attempt);
-    refused ones are not, so past MAX_KEPT_REFUSALS they only add to a counter,
-    and those kept lose their free text beyond TRUNCATED characters.
+    Accepted actions are bounded by the policy (approvers, edits per attempt) and keep
+    KEPT_TEXT characters of their reason and correct answer in the state (the store
+    and ``book.accepted`` keep them whole). Refused ones are not bounded by anything,
+    so past MAX_KEPT_REFUSALS they only add to a counter, and those kept keep
+    TRUNCATED characters of their text.
     """
     if record.accepted:
-        state.reviews.append(record)
+        book.accepted.append(record)
+        state.reviews.append(truncated(record, KEPT_TEXT))
         return True
     state.refused += 1
     if state.refused > MAX_KEPT_REFUSALS:
         return False
-    state.reviews.append(truncated(record))
+    state.reviews.append(truncated(record, TRUNCATED))
     return True
 
 
-def truncated(record: ReviewRecord) -> ReviewRecord:
+def truncated(record: ReviewRecord, limit: int = TRUNCATED) -> ReviewRecord:
+    """``record`` with its free text cut to ``limit`` characters (a copy if cut)."""
     def cut(text: str | None) -> str | None:
-        return text if text is None or len(text) <= TRUNCATED else text[:TRUNCATED] + "…"
+        return text if text is None or len(text) <= limit else text[:limit] + "…"
+    texts = (record.reviewer, record.reason, record.correct_answer, record.refusal)
+    if all(text is None or len(text) <= limit for text in texts):
+        return record
     return record.model_copy(update={
         "reviewer": cut(record.reviewer) or "", "reason": cut(record.reason) or "",
         "correct_answer": cut(record.correct_answer), "refusal": cut(record.refusal)})
+
+
+def whole(book: ReviewBook, kept: ReviewRecord, current: ReviewRecord) -> ReviewRecord:
+    """The whole record of an accepted action the state keeps shortened."""
+    if kept.request_id == current.request_id:
+        return current
+    return next((r for r in book.accepted if r.request_id == kept.request_id), kept)
+
+
+def blind_rejection(state: DecisionState, book: ReviewBook) -> ReviewRecord | None:
+    """The first accepted rejection of a blind review still waiting for verdicts, whole."""
+    if not state.blind_review:
+        return None
+    kept = next((r for r in state.reviews if r.accepted and r.blind
+                 and r.attempt == state.attempt and r.verdict is Verdict.REJECT), None)
+    return None if kept is None else whole(book, kept, kept)
 
 
 def ack_for(state: DecisionState, record: ReviewRecord, message: str,

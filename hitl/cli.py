@@ -23,6 +23,8 @@ from pydantic import BaseModel, ValidationError
 
 from hitl.enums import Verdict
 from hitl.errors import HitlError, InputError
+from hitl.input_files import read_text
+from hitl.limits import MAX_BODY_BYTES
 from hitl.request import Action, DecisionRequest
 from hitl.review import ApproveInput, RejectInput
 from hitl.settings import Settings
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from hitl.state import DecisionState
 
 EXIT_BAD_INPUT = 2
+MAX_TOKEN_FILE_BYTES = 4096  # a token is about 50 characters
 EXIT_STILL_RUNNING = 3
 
 
@@ -59,9 +62,6 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def _read_request(source: str) -> DecisionRequest:
-    from hitl.input_files import read_text
-    from hitl.limits import MAX_BODY_BYTES
-
     text = read_text(source, max_bytes=MAX_BODY_BYTES, what="a decision request",
                      stream=sys.stdin.buffer if source == "-" else None)
     try:
@@ -161,11 +161,8 @@ def _token(args: argparse.Namespace, settings: Settings) -> str:
     """The reviewer's token: ``--token-file``, else ``HITL_REVIEWER_TOKEN``. Never a
     flag's value, which shells keep in their history and ``ps`` shows."""
     if args.token_file:
-        try:
-            token = Path(args.token_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"--token-file: cannot read {args.token_file}: {exc}",
-                             field="--token-file") from None
+        token = read_text(args.token_file, max_bytes=MAX_TOKEN_FILE_BYTES,
+                          what="reviewer token", field="--token-file").strip()
     elif settings.reviewer_token is not None:
         token = settings.reviewer_token.get_secret_value().strip()
     else:
@@ -243,10 +240,9 @@ async def _reject(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _read_action(source: str) -> Action:
+    text = read_text(source, max_bytes=MAX_BODY_BYTES, what="action", field="--action-file")
     try:
-        return Action.model_validate_json(Path(source).read_bytes())
-    except OSError as exc:
-        raise InputError(f"--action-file: {exc.strerror}", field="--action-file") from None
+        return Action.model_validate_json(text)
     except ValidationError as exc:
         raise InputError(f"--action-file: {_validation_message(exc)}",
                          field="--action-file") from None

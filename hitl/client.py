@@ -9,6 +9,7 @@ Callers without an event loop use the blocking ``hitl.client_sync.SyncHitlClient
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,8 @@ from temporalio.client import (
     WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
@@ -40,6 +43,7 @@ from hitl.errors import (
     DecisionClosed,
     DecisionConflict,
     DecisionNotFound,
+    DecisionUnreadable,
     InputError,
     ReviewRefused,
     TemporalUnavailable,
@@ -155,6 +159,11 @@ class HitlClient:
             return state
         except RPCError as exc:
             raise _translate(exc, decision_id) from exc
+        except (WorkflowQueryFailedError, WorkflowQueryRejectedError, ValueError,
+                TypeError) as exc:  # a failed query, or a state that does not decode
+            raise DecisionUnreadable(f"decision {decision_id}: its state cannot be read "
+                                     f"({type(exc).__name__}); see it in the Temporal UI"
+                                     ) from exc
 
     async def request(self, decision_id: str) -> DecisionRequest:
         """The request as it was submitted, read from the decision's first history event."""
@@ -162,13 +171,17 @@ class HitlClient:
         try:
             async for event in handle.fetch_history_events(page_size=1):
                 payloads = event.workflow_execution_started_event_attributes.input.payloads
-                [request] = await self.temporal.data_converter.decode(payloads,
-                                                                      [DecisionRequest])
-                assert isinstance(request, DecisionRequest)
-                return request
+                decoded = await self.temporal.data_converter.decode(payloads,
+                                                                    [DecisionRequest])
+                if len(decoded) != 1 or not isinstance(decoded[0], DecisionRequest):
+                    break
+                return decoded[0]
         except RPCError as exc:
             raise _translate(exc, decision_id) from exc
-        raise DecisionNotFound(f"no decision with ID {decision_id}")
+        except (ValueError, TypeError, AttributeError, ApplicationError) as exc:
+            raise DecisionUnreadable(f"decision {decision_id}: its request cannot be read "
+                                     f"({type(exc).__name__})") from exc
+        raise DecisionUnreadable(f"{decision_id} is not a decision hitl can read")
 
     async def content(self, decision_id: str) -> Content:
         """The content up for approval now (a reviewer's edit, else the model's proposal)
@@ -210,7 +223,7 @@ class HitlClient:
     async def _closed_or_missing(self, exc: RPCError, decision_id: str) -> Exception:
         """NOT_FOUND on a signal or update means finished or never existed: tell which."""
         if exc.status != RPCStatusCode.NOT_FOUND:
-            return exc
+            return _translate(exc, decision_id)
         try:
             description = await self._handle(decision_id).describe()
         except RPCError:
@@ -254,6 +267,8 @@ def _signed(review: ReviewT, *, decision_id: str, verdict: Verdict,
                          "(HitlClient.content, or hitl status ID)", field="content_sha256")
     if token is None or review.proof is not None:
         return review
+    if review.request_id is None:  # one per action: a proof replayed later is a duplicate
+        review = review.model_copy(update={"request_id": str(uuid.uuid4())})
     return proofs.sign(review, decision_id=decision_id, verdict=verdict, token=token)
 
 
@@ -300,8 +315,13 @@ def quote_query_value(value: str) -> str:
 
 
 def _translate(exc: RPCError, decision_id: str) -> Exception:
+    """A HitlError for every RPC failure: callers (the API, the CLI) answer each one
+    clearly, never with a 500 or a traceback."""
     if exc.status == RPCStatusCode.NOT_FOUND:
         return DecisionNotFound(f"no decision with ID {decision_id}")
+    if exc.status == RPCStatusCode.FAILED_PRECONDITION:
+        return DecisionUnreadable(f"decision {decision_id}: Temporal cannot answer for it now "
+                                  f"({exc.message[:200]}); see it in the Temporal UI")
     if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE,
                       RPCStatusCode.CANCELLED):
         # A running decision's state is a query a worker answers: with no worker
@@ -310,4 +330,5 @@ def _translate(exc: RPCError, decision_id: str) -> Exception:
         return TemporalUnavailable(
             f"decision {decision_id}: Temporal or a worker did not answer in time "
             f"({exc.status.name}); is a worker running for its task queue?")
-    return exc
+    return TemporalUnavailable(f"decision {decision_id}: Temporal answered {exc.status.name}: "
+                               f"{exc.message[:200]}")

@@ -8,6 +8,7 @@
     ├── DecisionNotFound           no decision with that ID
     ├── DecisionConflict           same decision ID, different payload
     ├── DecisionClosed             the decision has already finished
+    ├── DecisionUnreadable         it exists but cannot be read (its workflow task fails)
     ├── StoreError                 the feedback store failed
     ├── TemporalUnavailable        the Temporal server cannot be reached
     └── DevServerError             the embedded Temporal dev server did not start
@@ -79,6 +80,11 @@ class DecisionConflict(HitlError):
 
 class DecisionClosed(HitlError):
     """A reviewer action reached a decision that has already finished."""
+
+
+class DecisionUnreadable(HitlError):
+    """The decision's workflow exists but its state or request cannot be read: its
+    workflow task is failing, a query failed, or it is not a decision at all."""
 
 
 class StoreError(HitlError):

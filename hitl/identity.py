@@ -7,9 +7,10 @@ approvers). So:
 
 - ``identity_key`` is what names are compared by (``hitl.textfold.fold``): case,
   accents and invisible characters (zero-width and the like) dropped, surrounding
-  space trimmed, and look-alike letters of other scripts mapped to the Latin letter
-  they imitate (Unicode's confusables data). Self-approval, distinct approvers and
-  the registry's uniqueness use it, so it errs towards "the same person".
+  space trimmed, look-alike letters of other scripts mapped to the Latin letter they
+  imitate (Unicode's confusables data), and the ASCII look-alikes (``I``, ``l``,
+  ``1``; ``0``, ``O``) made one. Self-approval, distinct approvers and the registry's
+  uniqueness use it, so it errs towards "the same person".
 - ``registered_name`` is the check a name passes to become a reviewer: the
   NFKC, case-folded form, refused when it holds space, control or format
   characters, or letters of more than one script (a Latin name with one
@@ -46,8 +47,14 @@ def _fold(name: str) -> str:
 
 def identity_key(name: str) -> str:
     """The form names are compared by; equal keys are the same identity
-    (``hitl.textfold.fold``: look-alikes, case, accents and invisible characters)."""
-    return fold(name)
+    (``hitl.textfold.fold``: look-alikes, case, accents and invisible characters; then
+    the ASCII look-alikes ``I``/``l``/``1``/``|`` and ``0``/``O``, which the fold keeps
+    apart for the rules' sake). A key is for comparing, never for showing."""
+    return fold(name).translate(_ASCII_LOOKALIKES)
+
+
+# After case folding: i (from I), l, 1 and | read as one letter, 0 and o as another.
+_ASCII_LOOKALIKES = str.maketrans({"i": "l", "1": "l", "|": "l", "0": "o"})
 
 
 def same_identity(a: str | None, b: str | None) -> bool:

@@ -352,15 +352,14 @@ class DecisionWorkflow:
         self._write_reviews()  # any deciding review no delivery took (a refused execution)
         state, verdict = self._state, self._verdict
         reviews = [r for r in state.reviews if r.accepted and r.attempt == state.attempt]
-        if verdict is not None and verdict not in reviews:
+        if verdict is not None and verdict.request_id not in {r.request_id for r in reviews}:
             reviews.append(verdict)  # a blind review's disagreement, decided by the workflow
         state.attempts.append(Attempt(
             number=state.attempt, output=self._request.output, confidence=state.confidence,
             zone=state.zone, risk=state.risk, judge=state.judge.status if state.judge else None,
             rule_failures=[f.rule for f in state.rules.failures] if state.rules else [],
             blind_review=state.blind_review, status=state.status,
-            verdicts=[f"{r.verdict.value} by {r.reviewer}" + (f": {r.reason}" if r.reason else "")
-                      for r in reviews]))
+            verdicts=[_verdict_line(r) for r in reviews]))
 
     def _regenerating_refusal(self) -> str:
         return (f"decision {self._state.decision_id} is being regenerated after a rejection; "
@@ -421,11 +420,7 @@ class DecisionWorkflow:
 
     def _blind_rejection(self) -> ReviewRecord | None:
         """The first accepted rejection of a blind review still waiting for verdicts."""
-        state = self._state
-        if not state.blind_review:
-            return None
-        return next((r for r in state.reviews if r.accepted and r.blind
-                     and r.attempt == state.attempt and r.verdict is Verdict.REJECT), None)
+        return approvals.blind_rejection(self._state, self._book)
 
     async def _wait_for_verdict(self, seconds: float, summary: str) -> bool:
         if self._verdict is not None:
@@ -464,10 +459,15 @@ class DecisionWorkflow:
             if await self._deliver(phase, action, output):
                 state.status, state.final_output = status, output
         elif provisional:
-            self._details(f"rejected by {verdict.reviewer}: delivering revision")
-            if await self._deliver(ExecutionPhase.REVISION, self._request.action,
-                                   verdict.correct_answer):
-                state.status, state.final_output = DecisionStatus.REVISED, verdict.correct_answer
+            # Bound: a rejection retracts the provisional delivery (a revision with no
+            # output). Its correct answer is feedback, never delivered: one reviewer, or the
+            # requester, must not put text no one approved in front of users. A correction
+            # is an edit, screened and approved like any content.
+            revision = verdict.correct_answer if self._bound is False else None
+            self._details(f"rejected by {verdict.reviewer}: "
+                          + ("delivering revision" if revision is not None else "retracting"))
+            if await self._deliver(ExecutionPhase.REVISION, self._request.action, revision):
+                state.status, state.final_output = DecisionStatus.REVISED, revision
         else:
             state.status = DecisionStatus.REJECTED
 
@@ -539,6 +539,8 @@ class DecisionWorkflow:
         """Reject, before it reaches history, an action that cannot count: on a decided
         decision, during a regeneration, or (once reviews are bound) about content that
         is no longer up for approval."""
+        if not isinstance(data, ApproveInput | RejectInput):  # e.g. a binary/plain null
+            raise _refused(None, "the update takes one reviewer action object")
         if data.request_id is not None and (
                 data.request_id in self._seen or data.request_id in self._book.acks
                 or data.request_id in self._in_flight):
@@ -615,7 +617,7 @@ class DecisionWorkflow:
             message = approvals.take_edit(state, book, record, edited, required)
         else:
             message = approvals.take(state, book, record, ballot)
-        kept = approvals.keep(state, record)
+        kept = approvals.keep(state, book, record)
         ack = ReviewAck(accepted=refused is None, status=state.status, message=message,
                         code=refused[0] if refused else None)
         if authorization is not None and authorization.proven and authorization.reviewer:
@@ -881,6 +883,12 @@ def _signal_payload(name: str, args: Sequence[Any],
         workflow.logger.warning("dropped malformed %s signal: %s", name,
                                 str(exc).splitlines()[0][:200])
         return None
+
+
+def _verdict_line(record: ReviewRecord) -> str:
+    """"reject by bob: wrong label", the reason cut short: the review itself keeps it."""
+    reason = record.reason if len(record.reason) <= 200 else record.reason[:200] + "…"
+    return f"{record.verdict.value} by {record.reviewer}" + (f": {reason}" if reason else "")
 
 
 def _refused(code: RefusalCode | None, message: str) -> ApplicationError:

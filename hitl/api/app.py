@@ -33,6 +33,7 @@ from hitl.errors import (
     DecisionClosed,
     DecisionConflict,
     DecisionNotFound,
+    DecisionUnreadable,
     HitlError,
     InputError,
     TemporalUnavailable,
@@ -54,6 +55,7 @@ _STATUS_FOR: tuple[tuple[type[HitlError], int], ...] = (
     (DecisionClosed, status.HTTP_409_CONFLICT),
     (InputError, 422),  # by number: the constant was renamed across Starlette versions
     (TemporalUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (DecisionUnreadable, status.HTTP_503_SERVICE_UNAVAILABLE),
 )
 
 

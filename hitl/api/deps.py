@@ -46,8 +46,12 @@ class Services:
         """A 422 naming the field for a URL the outbound policy refuses without resolving
         its host (an address no service lives at, a host outside the allowlist). The
         worker checks again, after resolving, and its check is the one that counts."""
-        urls = {("action", "target_url"): request.action.target_url,
-                ("regenerate", "url"): request.regenerate.url if request.regenerate else None}
+        self.check_urls({("action", "target_url"): request.action.target_url,
+                         ("regenerate", "url"): request.regenerate.url if request.regenerate
+                         else None})
+
+    def check_urls(self, urls: dict[tuple[str, ...], str | None]) -> None:
+        """``check_outbound`` for the URLs of any body (an edited action's target)."""
         errors = [{"type": "value_error", "loc": ("body", *loc), "msg": refusal, "input": url}
                   for loc, url in urls.items()
                   if url is not None and (refusal := self.outbound.refusal(url)) is not None]

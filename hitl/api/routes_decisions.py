@@ -139,6 +139,8 @@ async def edit_and_approve(decision_id: DecisionIdPath, body: EditBody,
     The edit is screened again (rules, risk, judge): its risk never falls below the
     proposal's and sets how many approvers it needs, yours the first. Approvals of the
     content it replaces do not carry over."""
+    if body.action is not None:
+        services.check_urls({("action", "target_url"): body.action.target_url})
     review = _approval(reviewer.name, body, output=body.output, action=body.action,
                        flag_for_monitoring=body.flag_for_monitoring)
     return await _act(services, decision_id, reviewer, review)

@@ -133,7 +133,7 @@ def act(gate: Gate, *, verdict: Verdict, name: str, proven: bool, digest: str | 
         message = approvals.take_edit(state, book, record, edited, need)
     else:
         message = approvals.take(state, book, record, ballot)
-    approvals.keep(state, record)
+    approvals.keep(state, book, record)
     ack = ReviewAck(accepted=refused is None, status=state.status, message=message,
                     code=refused[0] if refused else None)
     if authorization.proven and authorization.reviewer:
@@ -155,7 +155,12 @@ def assert_invariant(gate: Gate) -> None:
         return
     final = book.approved
     assert final is not None and final.risk is not None
-    voters = [r for r in state.reviews if r.accepted and r.verdict is Verdict.APPROVE
+    # Approvals count from the moment the content was put up: the proposal at the start,
+    # an edit at the edit that made it (an approval of the same content before an edit
+    # replaced it, and another edit brought it back, does not carry over either).
+    accepted = [r for r in state.reviews if r.accepted]
+    since = max((i for i, r in enumerate(accepted) if r.edited), default=0)
+    voters = [r for r in accepted[since:] if r.verdict is Verdict.APPROVE
               and r.content_sha256 == final.sha256]
     keys = {identity_key(r.reviewer) for r in voters}
     assert len(keys) == len(voters), "one reviewer counted twice"

@@ -374,9 +374,11 @@ async def test_lax_json_types_are_refused_naming_the_field(bare_api: Any) -> Non
     request["context"]["is_new_user"] = 0  # was read as false: a 201
     response = await http.post("/api/decisions", json=request)
     assert response.status_code == 422 and _loc(response) == ["body.context.is_new_user"]
-    response = await http.post("/api/decisions/x/approve", json={"time_on_page_seconds": False})
+    named = {"content_sha256": "0" * 64}
+    response = await http.post("/api/decisions/x/approve",
+                               json={**named, "time_on_page_seconds": False})
     assert response.status_code == 422 and _loc(response) == ["body.time_on_page_seconds"]
-    edit = {"action": {"type": "refund", "reversible": 0}}
+    edit = {**named, "action": {"type": "refund", "reversible": 0}}
     response = await http.post("/api/decisions/x/edit", json=edit)
     assert response.status_code == 422 and _loc(response) == ["body.action.reversible"]
     # JSON Schema's integer includes 1.0: refused only for the field that is wrong.
@@ -418,7 +420,8 @@ async def test_an_empty_bearer_token_is_refused_even_with_a_session(bare_api: An
 async def test_edit_publishes_its_output_or_action_rule(bare_api: Any) -> None:
     http, spec, _ = bare_api
     assert spec["components"]["schemas"]["EditBody"]["anyOf"]
-    response = await http.post("/api/decisions/x/edit", json={"output": None})
+    response = await http.post("/api/decisions/x/edit",
+                               json={"output": None, "content_sha256": "0" * 64})
     assert response.status_code == 422 and "output or an action" in response.text
 
 

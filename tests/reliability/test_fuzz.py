@@ -42,7 +42,7 @@ from hitl.rules import check_rules
 from tests.conftest import BIN, WorkerFactory, test_policy
 from tests.factories import make_request
 from tests.reliability.harness import SEED, summary, until, wft_failures
-from tests.reviewing import reject
+from tests.reviewing import approve, reject
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow], database=None)
@@ -478,8 +478,8 @@ async def test_arbitrary_update_payloads_are_rejected_before_history(
                 outcomes[type(exc).__name__] = outcomes.get(type(exc).__name__, 0) + 1
         failures = wft_failures(await handle.fetch_history())
         if (await hitl.status(request.decision_id)).status.is_open:
-            approve = ApproveInput(reviewer="alice", request_id="fuzz-valid")
-            assert (await approve(hitl, request.decision_id, approve)).accepted
+            valid = ApproveInput(reviewer="alice", request_id="fuzz-valid")
+            assert (await approve(hitl, request.decision_id, valid)).accepted
         final = await hitl.wait(request.decision_id, timeout=30)
     summary("fuzz_updates", bad_inputs_tried=sum(outcomes.values()), outcomes=outcomes,
             workflow_task_failures=len(failures), final=final.status.value)

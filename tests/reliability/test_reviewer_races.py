@@ -171,15 +171,15 @@ async def test_signal_and_update_from_two_reviewers_at_once(hitl_worker: WorkerF
             requests = [_queued(f"{http.url}/act") for _ in range(COPIES)]
             await _pending(hitl, requests)
 
-            async def signal(did: str) -> ReviewAck:
+            async def send_signal(did: str) -> ReviewAck:
                 await signal(hitl, did, "reject",
-                                  RejectInput(reviewer="bob", reason="no", request_id="s"))
+                             RejectInput(reviewer="bob", reason="no", request_id="s"))
                 return ReviewAck(accepted=True, status=DecisionStatus.PENDING_REVIEW,
                                  message="signal sent")
 
             races = await asyncio.gather(*(_race(
                 approve(hitl, r.decision_id, ApproveInput(reviewer="alice", request_id="u")),
-                signal(r.decision_id)) for r in requests))
+                send_signal(r.decision_id)) for r in requests))
             finals = await asyncio.gather(*(hitl.wait(r.decision_id, timeout=30)
                                             for r in requests))
     outcomes: Counter[str] = Counter()

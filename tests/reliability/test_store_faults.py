@@ -321,7 +321,7 @@ async def test_a_review_during_a_registry_outage_fails_closed(
             if channel == "update":
                 assert refused is not None and REGISTRY_DOWN in str(refused), refused
             assert [(r.request_id, r.accepted) for r in state.reviews] == [
-                ("during-outage", False)]
+                ("refused-1:during-outage", False)]
             assert REGISTRY_DOWN in (state.reviews[0].refusal or "")
             ack = await approve(hitl, did, ApproveInput(reviewer="alice", request_id="after"))
             assert ack.accepted

@@ -14,6 +14,7 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 
 from hitl.api import create_app
+from hitl.content import content_sha256
 from hitl.enums import DecisionStatus, Verdict
 from hitl.errors import ReviewRefused
 from hitl.health import reviewer_agreement
@@ -86,10 +87,12 @@ async def test_two_blind_approvals_execute_once_and_stay_hidden_until_then(
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://hitl.test") as http:
             request = _queued(action={"target_url": f"{server.url}/act"})
+            named = {"content_sha256": content_sha256(request.output, request.action)}
             await hitl.submit(request)
             await _pending(hitl, request.decision_id)
             first = await http.post(
-                f"/api/decisions/{request.decision_id}/approve", json={"reason": "fine"},
+                f"/api/decisions/{request.decision_id}/approve",
+                json={"reason": "fine", **named},
                 headers={"Authorization": f"Bearer {tokens['ann']}"})
             assert first.status_code == 200 and "blind verdict 1 of 2" in first.json()["message"]
             # The second reviewer sees that a verdict is in, never which one.
@@ -114,7 +117,8 @@ async def test_two_blind_approvals_execute_once_and_stay_hidden_until_then(
             assert "ann" not in metadata.current_details
             assert target.counts == {}
             second = await http.post(
-                f"/api/decisions/{request.decision_id}/approve", json={"reason": "ok"},
+                f"/api/decisions/{request.decision_id}/approve",
+                json={"reason": "ok", **named},
                 headers={"Authorization": f"Bearer {tokens['ben']}"})
             assert second.status_code == 200 and second.json()["message"] == "approve accepted"
             final = await hitl.wait(request.decision_id, timeout=20)
@@ -150,7 +154,9 @@ async def test_different_approved_outputs_fail_closed(hitl_worker: WorkerFactory
         await approve(hitl, request.decision_id, ApproveInput(reviewer="bob"))
         final = await hitl.wait(request.decision_id, timeout=20)
     assert final.status is DecisionStatus.REJECTED and final.deliveries == []
-    assert "different outputs" in final.attempts[0].verdicts[-1]
+    # An edit in a blind review is one no other reviewer saw: never executed, kept as
+    # the correct answer.
+    assert "a blind reviewer edited" in final.attempts[0].verdicts[-1]
 
 
 async def test_one_reviewer_cannot_give_both_verdicts(hitl_worker: WorkerFactory) -> None:

@@ -120,7 +120,8 @@ async def test_a_change_beyond_bounds_waits_for_two_approvers_then_applies(
         assert state.approvals_required == 2 and state.reversible is False
 
         first = await approve(hitl, gate, ApproveInput(reviewer="alice", reason="stricter, ok"))
-        assert first.message == "approval 1 of 2 recorded; another approver is needed"
+        assert first.message.startswith("approval 1 of 2 recorded (sha256:")
+        assert first.message.endswith("another approver is needed")
         assert _active(sqlite_engine) is None  # one approver applies nothing
         await approve(hitl, gate, ApproveInput(reviewer="bob", reason="agreed"))
         result = await handle.result()
@@ -169,8 +170,8 @@ async def test_a_rejected_gate_rejects_the_version_and_keeps_the_policy(
             assert "Needs approval because:" in view["request"]["output"]
             assert view["request"]["context"]["threshold ticket_classification"].startswith(
                 "0.80 -> 0.86")
-            response = await http.post(f"/api/decisions/{gate}/reject", headers=auth,
-                                       json={"reason": "too few automations"})
+            response = await http.post(f"/api/decisions/{gate}/reject", headers=auth, json={
+                "reason": "too few automations", "content_sha256": view["content"]["sha256"]})
             assert response.status_code == 200, response.text
         result = await handle.result()
     assert (result.outcome, result.gate_status) == (RecalibrationOutcome.REJECTED, "rejected")
