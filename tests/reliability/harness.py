@@ -32,6 +32,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 
 from hitl.client import HitlClient
+from hitl.content import content_sha256
 from hitl.enums import DecisionStatus, Zone
 from hitl.request import DecisionRequest
 from hitl.review import ApproveInput, RejectInput
@@ -331,13 +332,17 @@ class Review:
     reviewer: str
     request_id: str
     channel: str = "signal"
+    # The proposal's digest, known when planned: a review sent while no worker runs
+    # cannot ask the decision for it.
+    content_sha256: str | None = None
 
     def payload(self) -> ApproveInput | RejectInput:
         if self.verdict == "approve":
             return ApproveInput(reviewer=self.reviewer, reason="fault suite",
-                                request_id=self.request_id)
+                                request_id=self.request_id,
+                                content_sha256=self.content_sha256)
         return RejectInput(reviewer=self.reviewer, reason="fault suite",
-                           request_id=self.request_id)
+                           request_id=self.request_id, content_sha256=self.content_sha256)
 
 
 @dataclass
@@ -399,12 +404,14 @@ def plan_decision(kind: str, *, approve: bool, target_url: str | None,
     else:
         raise ValueError(kind)
     reviewers = rng.sample(["alice", "bob", "carol", "rita"], 2)
+    shown = content_sha256(request.output, request.action)
     if approve:
         needed = 2 if kind == "four_eyes" else 1
-        planned.reviews = [Review("approve", name, f"{decision_id}-r{i}")
+        planned.reviews = [Review("approve", name, f"{decision_id}-r{i}", content_sha256=shown)
                            for i, name in enumerate(reviewers[:needed])]
     else:
-        planned.reviews = [Review("reject", reviewers[0], f"{decision_id}-r0")]
+        planned.reviews = [Review("reject", reviewers[0], f"{decision_id}-r0",
+                                  content_sha256=shown)]
     return planned
 
 
