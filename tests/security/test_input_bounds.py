@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
@@ -38,7 +38,7 @@ from hitl.payloads import RecordDecisionInput
 from hitl.request import DecisionContext, DecisionRequest, stored_size
 from hitl.review import ApproveInput
 from hitl.state import DecisionState
-from hitl.store import DecisionRecord
+from hitl.store import DecisionRecord, ReviewRow
 from tests.api.conftest import Api, ApiFactory, make_api, until  # noqa: F401
 from tests.http_servers import Judge, LocalServer, Target
 
@@ -175,7 +175,13 @@ async def test_the_largest_accepted_input_goes_submit_edit_approve_execute(
     assert state.final_output == edit["output"]
     assert [d.output for d in state.deliveries] == [edit["output"]]
     assert state.attempts[0].output == body["output"]
-    assert [r.reason for r in state.reviews] == [edit["reason"]]
+    # The state keeps the start of an accepted reason (hitl.approvals.KEPT_TEXT); the
+    # store keeps it whole.
+    [kept] = state.reviews
+    assert edit["reason"].startswith(kept.reason.rstrip("…")) and kept.edited
+    with Session(api.engine) as session:
+        [row] = session.exec(select(ReviewRow).where(ReviewRow.decision_id == decision_id))
+        assert row.reason == edit["reason"] and row.edited
     assert sum(sink.counts.values()) == 1  # the action ran once, with the edited params
 
     history = await _history(api, decision_id)

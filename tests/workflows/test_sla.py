@@ -43,21 +43,26 @@ async def test_reversible_goes_provisional_then_approval_confirms(
     assert _phases(target, request.decision_id) == {"provisional": 1, "confirm": 1}
 
 
-async def test_rejection_after_provisional_delivers_a_revision(
+async def test_rejection_after_provisional_retracts_it(
         hitl_worker: WorkerFactory, skipping_env: WorkflowEnvironment,
         target_server: tuple[LocalServer, Target]) -> None:
+    """A rejection retracts the provisional delivery: a revision with no output. Its
+    correct answer is feedback, never delivered (no one approved it); a correction is an
+    edit (test_edit_after_provisional_delivers_a_revision)."""
     server, target = target_server
     async with hitl_worker(temporal=skipping_env.client) as hitl:
         request = make_request(confidence=0.5, action={"target_url": f"{server.url}/t"})
         await hitl.submit(request)
         await skipping_env.sleep(HOUR + MINUTE)
         await signal(hitl, request.decision_id, "reject", RejectInput(
-            reviewer="bob", reason="wrong label", correct_answer="technical"))
+            reviewer="bob", reason="wrong label", correct_answer="technical",
+            request_id="retract"))
         final = await hitl.wait(request.decision_id)
-    assert final.status is DecisionStatus.REVISED and final.final_output == "technical"
-    assert [d.phase for d in final.deliveries] == [ExecutionPhase.PROVISIONAL,
-                                                   ExecutionPhase.REVISION]
-    assert server.requests[-1]["output"] == "technical"
+    assert final.status is DecisionStatus.REVISED and final.final_output is None
+    assert [(d.phase, d.output) for d in final.deliveries] == [
+        (ExecutionPhase.PROVISIONAL, request.output), (ExecutionPhase.REVISION, None)]
+    assert server.requests[-1]["output"] is None
+    assert final.reviews[0].correct_answer == "technical"  # kept as feedback
     assert _phases(target, request.decision_id) == {"provisional": 1, "revision": 1}
 
 
