@@ -389,11 +389,6 @@ def blind_rejection(state: DecisionState, book: ReviewBook) -> ReviewRecord | No
     return None if kept is None else whole(book, kept, kept)
 
 
-def ack_for(state: DecisionState, record: ReviewRecord, message: str,
-            code: RefusalCode | None) -> ReviewAck:
-    return ReviewAck(accepted=record.accepted, status=state.status, message=message, code=code)
-
-
 # --------------------------------------------------------------------- legacy
 
 def legacy_refusal(*, state: DecisionState, verdict: Verdict, reviewer: str,
