@@ -31,10 +31,11 @@ pytestmark = pytest.mark.timeout(90)
 CRITICAL_LIMIT = 10_000
 
 
-def refund(server: LocalServer, amount: float, **context: object) -> DecisionRequest:
+def refund(server: LocalServer, amount: float, *, reversible: bool = False,
+           **context: object) -> DecisionRequest:
     return make_request(
         task_type="refund_request", confidence=0.5, output=f"refund ${amount:,.0f}",
-        action={"type": "refund", "params": {"amount": amount}, "reversible": False,
+        action={"type": "refund", "params": {"amount": amount}, "reversible": reversible,
                 "target_url": f"{server.url}/refund"},
         context={"amount": amount, **context})
 
