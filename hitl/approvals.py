@@ -121,11 +121,6 @@ class ReviewBook:
         state.proposal, state.edit, state.approved_by = proposal, None, []
 
 
-def current_content(state: DecisionState) -> Content | None:
-    """The content up for approval now: a reviewer's edit, else the proposal."""
-    return state.edit or state.proposal
-
-
 # --------------------------------------------------------------------- checks
 
 def refusal(state: DecisionState, book: ReviewBook, ballot: Ballot,
@@ -158,12 +153,9 @@ def refusal(state: DecisionState, book: ReviewBook, ballot: Ballot,
         code = authorization.code if authorization and authorization.code else (
             RefusalCode.UNPROVEN)
         return code, reason or "reviewer not authorized"
-    content = current_content(state)
+    content = state.up_for_approval
     claimed = ballot.data.content_sha256
-    if content is None or claimed is None:
-        return RefusalCode.CONTENT_CHANGED, refusal_text_changed(
-            content or Content.of("", Action(type="none")), claimed)
-    if claimed != content.sha256:
+    if content is None or claimed != content.sha256:
         return RefusalCode.CONTENT_CHANGED, refusal_text_changed(content, claimed)
     if any(r.request_id == ballot.request_id for r in state.reviews if r.accepted):
         return RefusalCode.FORBIDDEN, (f"request ID {ballot.request_id[:64]!r} was already "
@@ -195,7 +187,9 @@ def decided_refusal(state: DecisionState) -> Refusal:
                                  f"({state.status.value})")
 
 
-def refusal_text_changed(content: Content, claimed: str | None) -> str:
+def refusal_text_changed(content: Content | None, claimed: str | None) -> str:
+    if content is None:  # only before routing, which reviews wait for
+        return "nothing is up for approval yet; reload and review it once it is"
     if claimed is None:
         return ("content_sha256 is required: the digest of the content you reviewed, as "
                 "the review view shows it")
@@ -216,7 +210,7 @@ def needs_reauthorization(state: DecisionState, authorization: AuthorizeResult |
 def edited_content(state: DecisionState, ballot: Ballot, reviewer: str) -> Content | None:
     """The content an edit proposes, or None when it changes nothing (then it is an
     approval of what is up). Screening fills in its risk and findings."""
-    edit, content = ballot.edit, current_content(state)
+    edit, content = ballot.edit, state.up_for_approval
     if edit is None or content is None:
         return None
     output, action = edit
@@ -272,7 +266,7 @@ def take(state: DecisionState, book: ReviewBook, record: ReviewRecord, ballot: B
     """Apply an accepted approval (as shown) or rejection; the message for the reviewer."""
     if state.blind_review:
         return _take_blind(state, book, record, ballot)
-    content = current_content(state)
+    content = state.up_for_approval
     assert content is not None  # refusal() checked it names this content
     record.edited = False  # an "edit" that changes nothing approves what is up
     if record.verdict is Verdict.REJECT:

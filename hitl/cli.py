@@ -143,7 +143,7 @@ def _content_lines(state: DecisionState) -> list[str]:
     """The content up for approval, with the digest ``hitl approve --digest`` names."""
     from hitl.content import diff
 
-    current = state.edit or state.proposal
+    current = state.up_for_approval
     if current is None or not state.status.is_open:
         return []
     who = f"edit by {current.edited_by}" if current.edited_by else "the model's proposal"

@@ -187,7 +187,7 @@ class HitlClient:
         """The content up for approval now (a reviewer's edit, else the model's proposal)
         with the digest an approval or rejection of it must name."""
         state = await self.status(decision_id)
-        current = state.edit or state.proposal
+        current = state.up_for_approval
         if current is not None:
             return current
         request = await self.request(decision_id)  # not routed yet, or reviewed before binding

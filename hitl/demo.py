@@ -157,7 +157,7 @@ async def review_demo(hitl: HitlClient, engine: Engine, requests: Sequence[Decis
             continue
         await asyncio.sleep(pause)
         seconds = round(rng.uniform(4, 25), 1)  # a simulated time on the page
-        shown = (state.edit or state.proposal or Content.of(request.output, request.action))
+        shown = state.up_for_approval or Content.of(request.output, request.action)
         try:
             if rng.random() < 0.2:
                 category, answer = _REJECTIONS.get(request.task_type,

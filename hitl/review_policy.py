@@ -48,7 +48,7 @@ def render_details(step: str, state: DecisionState) -> str:
     if state.hidden_reviews:  # ``state`` is the blind view: say that verdicts are in, not which
         lines.append(f"- blind double review: {state.hidden_reviews} verdict(s) in, "
                      "withheld until all are")
-    content = state.edit or state.proposal
+    content = state.up_for_approval
     if content is not None and state.status.is_open:
         lines.append(f"- up for approval: `sha256:{content.sha256[:16]}` · "
                      + (f"edit by {content.edited_by}" if content.edited_by

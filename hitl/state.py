@@ -79,6 +79,11 @@ class DecisionState(BaseModel):
     edit: Content | None = None
     refused: int = 0
 
+    @property
+    def up_for_approval(self) -> Content | None:
+        """The content an approval must name now: a reviewer's edit, else the proposal."""
+        return self.edit or self.proposal
+
 
 STATE_BUDGET = 1536 * 1024
 """Bytes a finished decision's state may take as JSON (Temporal refuses a payload over

@@ -551,7 +551,7 @@ class DecisionWorkflow:
             raise _refused(RefusalCode.DECIDED,
                            f"decision {self._state.decision_id} is already decided "
                            f"(status {self._state.status.value})")
-        content = approvals.current_content(self._state)
+        content = self._state.up_for_approval
         if self._bound and content is not None and data.content_sha256 != content.sha256:
             raise _refused(RefusalCode.CONTENT_CHANGED, approvals.refusal_text_changed(
                 content, data.content_sha256))

@@ -203,7 +203,7 @@ def test_only_content_approved_by_enough_proven_reviewers_runs(
     for spec in actions:
         if gate.book.decided:
             break
-        current = approvals.current_content(gate.state)
+        current = gate.state.up_for_approval
         assert current is not None
         choice = spec["digest"]
         digest = {"current": current.sha256, "first": first.sha256, "none": None,
@@ -220,7 +220,7 @@ def test_only_content_approved_by_enough_proven_reviewers_runs(
 
 def approve(gate: Gate, name: str, *, digest: str | None = None, edit: float | None = None,
             request_id: str | None = None, proven: bool = True) -> ReviewAck:
-    current = approvals.current_content(gate.state)
+    current = gate.state.up_for_approval
     assert current is not None
     return act(gate, verdict=Verdict.APPROVE, name=name, proven=proven,
                digest=digest or current.sha256, request_id=request_id or f"{name}-{edit}",
