@@ -660,12 +660,23 @@ class DecisionWorkflow:
                     "nothing changed"))
         return content, required, None
 
-    def _keep_written(self, record: ReviewRecord) -> None:
+    def _review_write(self, record: ReviewRecord) -> RecordReviewInput:
+        """The store's row for ``record``, with the decision's facts as they are now."""
         state = self._state
-        write = RecordReviewInput(decision_id=state.decision_id, task_type=state.task_type,
-                                  confidence=state.confidence,
-                                  zone=state.zone.value if state.zone else None,
-                                  risk=state.risk.value if state.risk else None, review=record)
+        return RecordReviewInput(decision_id=state.decision_id, task_type=state.task_type,
+                                 confidence=state.confidence,
+                                 zone=state.zone.value if state.zone else None,
+                                 risk=state.risk.value if state.risk else None, review=record)
+
+    def _authorize_input(self, data: ApproveInput | RejectInput,
+                         risk: RiskLevel) -> AuthorizeInput:
+        return AuthorizeInput(reviewer=data.reviewer, risk=risk,
+                              decision_id=self._state.decision_id,
+                              approval=data if isinstance(data, ApproveInput) else None,
+                              rejection=data if isinstance(data, RejectInput) else None)
+
+    def _keep_written(self, record: ReviewRecord) -> None:
+        write = self._review_write(record)
         if self._delivers_next(record):
             # The review that releases a delivery is written by the executor, before the
             # ledger row it authorises. _close_attempt writes it if no delivery takes it.
@@ -677,16 +688,10 @@ class DecisionWorkflow:
                                 risk: RiskLevel | None = None) -> AuthorizeResult:
         """The registry's answer for ``ballot``: its proof, then the reviewer's role for
         ``risk`` (the decision's, by default). Fails closed if the registry is down."""
-        state = self._state
-        risk = risk or state.risk or RiskLevel.CRITICAL
-        data = ballot.data
-        approval = data if isinstance(data, ApproveInput) else None
-        rejection = data if isinstance(data, RejectInput) else None
         try:
             result: AuthorizeResult = await workflow.execute_local_activity(
                 "authorize_review",
-                AuthorizeInput(reviewer=data.reviewer, risk=risk, decision_id=state.decision_id,
-                               approval=approval, rejection=rejection),
+                self._authorize_input(ballot.data, risk or self._state.risk or RiskLevel.CRITICAL),
                 result_type=AuthorizeResult, start_to_close_timeout=options.STORE_TIMEOUT,
                 retry_policy=options.AUTHORIZE_RETRY,
             )
@@ -751,10 +756,7 @@ class DecisionWorkflow:
         else:
             self._count(metrics.REVIEW_REFUSALS, verdict=verdict.value)
         self._details("review received")
-        write = RecordReviewInput(decision_id=state.decision_id, task_type=state.task_type,
-                                  confidence=state.confidence,
-                                  zone=state.zone.value if state.zone else None,
-                                  risk=state.risk.value if state.risk else None, review=record)
+        write = self._review_write(record)
         if self._delivers_next(record) and _patched("review-with-execution"):
             self._unwritten.append(write)
         else:
@@ -771,10 +773,7 @@ class DecisionWorkflow:
         try:
             result: AuthorizeResult = await workflow.execute_local_activity(
                 "authorize_review",
-                AuthorizeInput(reviewer=data.reviewer, risk=state.risk,
-                               decision_id=state.decision_id,
-                               approval=data if isinstance(data, ApproveInput) else None,
-                               rejection=data if isinstance(data, RejectInput) else None),
+                self._authorize_input(data, state.risk),
                 result_type=AuthorizeResult, start_to_close_timeout=options.STORE_TIMEOUT,
                 retry_policy=options.AUTHORIZE_RETRY, summary=f"authorize {data.reviewer}",
             )
