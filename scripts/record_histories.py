@@ -168,9 +168,9 @@ def regenerator(body: dict[str, Any]) -> tuple[int, bytes]:
     return 200, json.dumps({"output": "technical", "confidence": 0.96}).encode()
 
 
-async def regenerated(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+async def _rejected_then_regenerated(hitl: HitlClient, decision_id: str) -> str:
     with LocalServer(regenerator) as server:
-        request = make_request(decision_id="replay-regenerated", confidence=0.4,
+        request = make_request(decision_id=decision_id, confidence=0.4,
                                regenerate={"url": f"{server.url}/regenerate"})
         await hitl.submit(request)
         await reject(hitl, request.decision_id, RejectInput(
@@ -178,6 +178,10 @@ async def regenerated(hitl: HitlClient, env: WorkflowEnvironment) -> str:
             request_id="r1", error_category=ErrorCategory.WRONG_LABEL))
         await hitl.wait(request.decision_id)
     return request.decision_id
+
+
+async def regenerated(hitl: HitlClient, env: WorkflowEnvironment) -> str:
+    return await _rejected_then_regenerated(hitl, "replay-regenerated")
 
 
 async def blind_double_review(hitl: HitlClient, env: WorkflowEnvironment) -> str:
@@ -215,15 +219,7 @@ async def bound_four_eyes_edit(hitl: HitlClient, env: WorkflowEnvironment) -> st
 
 async def bound_regenerated(hitl: HitlClient, env: WorkflowEnvironment) -> str:
     """``regenerated`` with bound reviews: the rejection names the first output."""
-    with LocalServer(regenerator) as server:
-        request = make_request(decision_id="replay-bound-regenerated", confidence=0.4,
-                               regenerate={"url": f"{server.url}/regenerate"})
-        await hitl.submit(request)
-        await reject(hitl, request.decision_id, RejectInput(
-            reviewer="bob", reason="technical ticket", correct_answer="technical",
-            request_id="r1", error_category=ErrorCategory.WRONG_LABEL))
-        await hitl.wait(request.decision_id)
-    return request.decision_id
+    return await _rejected_then_regenerated(hitl, "replay-bound-regenerated")
 
 
 async def bound_after_upgrade(hitl: HitlClient, env: WorkflowEnvironment) -> str:
