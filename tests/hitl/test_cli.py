@@ -20,12 +20,14 @@ from tests.reviewing import token_for
 pytestmark = pytest.mark.timeout(90)
 
 
-async def hitl(*args: str, env: dict[str, str], stdin: str | None = None) -> tuple[int, str, str]:
+async def hitl(*args: str | bytes, env: dict[str, str],
+               stdin: str | bytes | None = None) -> tuple[int, str, str]:
+    """``hitl ARGS`` as a subprocess (arguments may be bytes: not every one is UTF-8)."""
     process = await asyncio.create_subprocess_exec(
         str(BIN / "hitl"), *args, env={**os.environ, **env},
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
-    out, err = await process.communicate(stdin.encode() if stdin else None)
+    out, err = await process.communicate(stdin.encode() if isinstance(stdin, str) else stdin)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 

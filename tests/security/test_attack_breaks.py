@@ -155,10 +155,11 @@ async def test_a_blind_edit_is_never_delivered(
 
 async def test_a_replayed_approval_does_not_count_after_it_was_voided(
         make_api: ApiFactory, target_server: tuple[LocalServer, Target]) -> None:
-    """ann approves through ``HitlClient.approve`` (which signs an action without a
-    request ID). ben's edit voids her approval; carol edits the content back. A Temporal
-    user replays ann's update input from history as a signal: it counts as a new
-    approval, and the refund runs on carol's and a replay of ann's voided approval."""
+    """Once, ``HitlClient.approve`` signed an action without a request ID, so a replay of
+    it was a new action: ann approves, ben's edit voids it, carol edits the content back,
+    and a Temporal user replays ann's update from history as a signal; it counted again
+    and the refund ran. Now an action with no request ID is refused, the client always
+    sets one, and the replay is answered as the duplicate it is: nothing counts."""
     server, hits = target_server
     async with make_api() as api:
         request = refund(server, 20_000)

@@ -8,46 +8,18 @@ FILE``, ``policy check FILE`` and ``policy propose FILE``, ``calibrate --input``
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.service import RPCError
 
 from hitl.limits import MAX_BODY_BYTES, MAX_OUTPUT_BYTES
-from tests.conftest import BIN
 from tests.factories import make_request
+from tests.hitl.test_cli import _absent, cli_env, hitl
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def hitl(*args: str | bytes, env: dict[str, str],
-               stdin: bytes | None = None) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        str(BIN / "hitl"), *args, env={**os.environ, **env},
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    out, err = await process.communicate(stdin)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-@pytest.fixture
-def cli_env(client: Client, task_queue: str, tmp_path: Path) -> dict[str, str]:
-    return {"HITL_TEMPORAL_ADDRESS": client.service_client.config.target_host,
-            "HITL_NAMESPACE": client.namespace, "HITL_TASK_QUEUE": task_queue,
-            "HITL_DATA_DIR": str(tmp_path)}
-
-
-async def _absent(client: Client, decision_id: str) -> bool:
-    try:
-        await client.get_workflow_handle(decision_id).describe()
-    except RPCError:
-        return True
-    return False
+__all__ = ["cli_env"]  # a fixture, used by name
 
 
 def _one_line(code: int, out: str, err: str, *words: str) -> None:
