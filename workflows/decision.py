@@ -206,9 +206,6 @@ class DecisionWorkflow:
             rule_failures=[f.rule for f in rules.failures],
             judge=judge,
         )
-        self._book.new_attempt(state, Content.of(
-            request.output, request.action, risk=state.risk, judge=judge.status,
-            rule_failures=[f.rule for f in rules.failures]))
         state.routing, state.zone = routing, routing.zone
         self._regenerating = False  # reviews from here on judge this attempt's output
         self._upsert()
@@ -339,6 +336,7 @@ class DecisionWorkflow:
             "candidates": result.candidates, "outcome": result.outcome})
         # A fresh attempt: everything the gate and the reviews decided is per output.
         self._book.reset()
+        state.proposal = state.edit = None  # the gate puts the new output up, if it gates
         state.attempt, state.confidence = number, result.confidence
         state.zone = state.risk = state.rules = state.judge = state.routing = None
         state.approved_by, state.approvals_required = [], 1
@@ -368,7 +366,13 @@ class DecisionWorkflow:
     # ----------------------------------------------------------------- gate
 
     async def _gate(self, assessment: Assessment, routing: Routing) -> None:
-        state, sla = self._state, assessment.sla
+        state, sla, request = self._state, assessment.sla, self._request
+        # What reviews must name. Set before any held review proceeds (no await in
+        # between), and only here: an autonomous decision has nothing up for approval.
+        self._book.new_attempt(state, Content.of(
+            request.output, request.action, risk=state.risk,
+            judge=state.judge.status if state.judge else None,
+            rule_failures=[f.rule for f in state.rules.failures] if state.rules else []))
         # Decided before any held review proceeds (no await in between). No draw at
         # rate 0, so decisions screened before blind review replay as they ran.
         rate = assessment.double_blind_rate
